@@ -1,0 +1,1 @@
+"""Bearer-token authentication: JWKS cache -> verifier -> principal -> ASGI middleware."""

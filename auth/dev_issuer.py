@@ -1,0 +1,244 @@
+"""A local OAuth issuer for development only: discovery, a JWKS and a client-credentials token endpoint.
+
+Its tokens are checked by the same JWKS cache and verifier as any real IdP's; it is mounted only by
+`python server.py --dev`, which binds to loopback.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Iterable
+from urllib.parse import parse_qs, unquote_plus
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+DEV_ISSUER_PATH = "/dev-issuer"
+_MAX_FORM_BYTES = 16 * 1024
+
+
+class TokenRequestError(Exception):
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.error, self.description, self.status = error, description, status
+
+
+class DevIssuer:
+    """Holds a fresh RSA key per process; tokens last `lifetime` seconds and name `audience`."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        scopes: Iterable[str],
+        client_id: str,
+        client_secret: str,
+        lifetime: int = 3600,
+    ) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.scopes = tuple(scopes)
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.lifetime = lifetime
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "dev-" + secrets.token_hex(8)
+
+    # --- documents -----------------------------------------------------------------------------
+    def jwks(self) -> dict[str, object]:
+        jwk = RSAAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
+        return {"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "issuer": self.issuer,
+            "jwks_uri": f"{self.issuer}/jwks",
+            "token_endpoint": f"{self.issuer}/token",
+            # Only for clients whose metadata model requires it: this issuer runs no login flow.
+            "authorization_endpoint": f"{self.issuer}/authorize",
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            "response_types_supported": ["token"],
+            "scopes_supported": list(self.scopes),
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "subject_types_supported": ["public"],
+        }
+
+    # --- tokens --------------------------------------------------------------------------------
+    def mint(
+        self, scopes: Iterable[str] | None = None, *, lifetime: int | None = None
+    ) -> str:
+        now = int(time.time())
+        granted = self.scopes if scopes is None else tuple(scopes)
+        claims = {
+            "iss": self.issuer,
+            "sub": self.client_id,
+            "aud": self.audience,
+            "client_id": self.client_id,
+            "scope": " ".join(granted),
+            "iat": now,
+            "nbf": now,
+            "exp": now + (lifetime or self.lifetime),
+            "jti": secrets.token_urlsafe(16),
+        }
+        return jwt.encode(
+            claims,
+            self._key,
+            algorithm="RS256",
+            headers={"kid": self.kid, "typ": "at+jwt"},
+        )
+
+    def token_response(
+        self, form: dict[str, list[str]], authorization: str | None
+    ) -> dict[str, object]:
+        """RFC 6749 section 4.4 with client_secret_basic or client_secret_post, RFC 8707 `resource`."""
+        values = {name: items[0] for name, items in form.items() if len(items) == 1}
+        if any(len(items) > 1 for items in form.values()):
+            raise TokenRequestError("invalid_request", "parameters must not repeat")
+        self._authenticate(values, authorization)
+        if values.get("grant_type") != "client_credentials":
+            raise TokenRequestError(
+                "unsupported_grant_type",
+                "only grant_type=client_credentials is supported",
+            )
+        for name in ("resource", "audience"):
+            if name in values and values[name] != self.audience:
+                raise TokenRequestError(
+                    "invalid_target",
+                    f"this issuer only issues tokens for {self.audience}",
+                )
+        requested = values.get("scope", "").split()
+        unknown = [scope for scope in requested if scope not in self.scopes]
+        if unknown:
+            raise TokenRequestError(
+                "invalid_scope", f"unknown scope: {' '.join(unknown)}"
+            )
+        granted = tuple(requested) if requested else self.scopes
+        return {
+            "access_token": self.mint(granted),
+            "token_type": "Bearer",
+            "expires_in": self.lifetime,
+            "scope": " ".join(granted),
+        }
+
+    def _authenticate(self, values: dict[str, str], authorization: str | None) -> None:
+        client_id, secret = values.get("client_id"), values.get("client_secret")
+        if authorization:
+            if secret is not None:
+                raise TokenRequestError(
+                    "invalid_request", "use one client authentication method, not two"
+                )
+            scheme, _, encoded = authorization.partition(" ")
+            if scheme.lower() != "basic":
+                raise TokenRequestError(
+                    "invalid_client", "unsupported client authentication", 401
+                )
+            try:
+                decoded = base64.b64decode(encoded, validate=True).decode()
+            except ValueError:
+                raise TokenRequestError(
+                    "invalid_client", "malformed Basic credentials", 401
+                ) from None
+            basic_id, _, basic_secret = decoded.partition(":")
+            if client_id is not None and client_id != unquote_plus(basic_id):
+                raise TokenRequestError(
+                    "invalid_request", "client_id does not match the Basic credentials"
+                )
+            client_id, secret = unquote_plus(basic_id), unquote_plus(basic_secret)
+        if client_id is None or secret is None:
+            raise TokenRequestError(
+                "invalid_client", "client authentication required", 401
+            )
+        id_ok = hmac.compare_digest(client_id.encode(), self.client_id.encode())
+        secret_ok = hmac.compare_digest(secret.encode(), self._client_secret.encode())
+        if not (id_ok and secret_ok):
+            raise TokenRequestError(
+                "invalid_client", "unknown client or wrong secret", 401
+            )
+
+    # --- HTTP ----------------------------------------------------------------------------------
+    def routes(self) -> list[Route]:
+        async def metadata(_: Request) -> Response:
+            return JSONResponse(self.metadata())
+
+        async def jwks(_: Request) -> Response:
+            return JSONResponse(
+                self.jwks(), headers={"Cache-Control": "public, max-age=300"}
+            )
+
+        async def authorize(_: Request) -> Response:
+            return JSONResponse(
+                {
+                    "error": "unsupported_response_type",
+                    "error_description": "the dev issuer only issues "
+                    "client-credentials tokens; POST to the token endpoint instead",
+                },
+                status_code=400,
+            )
+
+        async def token(request: Request) -> Response:
+            headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+            try:
+                body = await _bounded_body(request)
+                form = parse_qs(
+                    body.decode("utf-8", "strict"),
+                    keep_blank_values=True,
+                    strict_parsing=False,
+                )
+                answer = self.token_response(form, request.headers.get("authorization"))
+            except TokenRequestError as exc:
+                if exc.status == 401:
+                    headers["WWW-Authenticate"] = 'Basic realm="dev-issuer"'
+                error = {"error": exc.error, "error_description": exc.description}
+                return JSONResponse(error, status_code=exc.status, headers=headers)
+            except UnicodeDecodeError:
+                error = {
+                    "error": "invalid_request",
+                    "error_description": "the form must be UTF-8",
+                }
+                return JSONResponse(error, status_code=400, headers=headers)
+            return Response(
+                json.dumps(answer), media_type="application/json", headers=headers
+            )
+
+        base = DEV_ISSUER_PATH
+        return [
+            Route(
+                f"{base}/.well-known/openid-configuration", metadata, methods=["GET"]
+            ),
+            Route(
+                f"{base}/.well-known/oauth-authorization-server",
+                metadata,
+                methods=["GET"],
+            ),
+            Route(f"{base}/jwks", jwks, methods=["GET"]),
+            Route(f"{base}/authorize", authorize, methods=["GET"]),
+            Route(f"{base}/token", token, methods=["POST"]),
+        ]
+
+
+async def _bounded_body(request: Request) -> bytes:
+    if not request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        raise TokenRequestError(
+            "invalid_request", "expected an application/x-www-form-urlencoded body"
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            raise TokenRequestError("invalid_request", "request body too large")
+    return bytes(body)

@@ -1,0 +1,85 @@
+"""Finds the IdP's JWKS URL from its discovery document (OIDC or RFC 8414)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from auth.http_fetch import FetchError, fetch_json_object
+from settings import is_loopback_host
+
+
+def metadata_candidates(issuer: str, well_known_url: str | None) -> list[str]:
+    """The configured metadata URL, else the OIDC location then the RFC 8414 one."""
+    if well_known_url:
+        return [well_known_url]
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    oidc = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
+    rfc8414 = urlunsplit(
+        (
+            parts.scheme,
+            parts.netloc,
+            f"/.well-known/oauth-authorization-server{path}",
+            "",
+            "",
+        )
+    )
+    return [oidc, rfc8414]
+
+
+def check_jwks_uri(uri: object, source: str) -> str:
+    if not isinstance(uri, str):
+        raise FetchError(f"{source} has no jwks_uri")
+    parts = urlsplit(uri)
+    secure = parts.scheme == "https" or (
+        parts.scheme == "http" and is_loopback_host(parts.hostname or "")
+    )
+    if not parts.hostname or not secure:
+        raise FetchError(f"{source} has an unusable jwks_uri (https required)")
+    return uri
+
+
+async def discover_jwks_uri(
+    client: httpx.AsyncClient,
+    issuer: str,
+    well_known_url: str | None,
+    *,
+    timeout: float,
+) -> str:
+    """The jwks_uri of the first discovery document that names exactly our issuer."""
+    problems = []
+    for url in metadata_candidates(issuer, well_known_url):
+        try:
+            document = await fetch_json_object(client, url, timeout=timeout)
+        except FetchError as exc:
+            problems.append(str(exc))
+            continue
+        if document.get("issuer") != issuer:
+            problems.append(
+                f"{url} names issuer {document.get('issuer')!r}, not OAUTH_ISSUER {issuer!r} "
+                "(they must match exactly, trailing slash included)"
+            )
+            continue
+        return check_jwks_uri(document.get("jwks_uri"), url)
+    raise FetchError("discovery failed: " + "; ".join(problems))
+
+
+class DiscoveredJWKSUri:
+    """Resolves the jwks_uri through discovery on first use and remembers it."""
+
+    def __init__(
+        self, issuer: str, well_known_url: str | None, *, timeout: float
+    ) -> None:
+        self._issuer = issuer
+        self._well_known_url = well_known_url
+        self._timeout = timeout
+        self._uri: str | None = None
+
+    async def __call__(self, client: httpx.AsyncClient) -> str:
+        if self._uri is None:
+            self._uri = await discover_jwks_uri(
+                client, self._issuer, self._well_known_url, timeout=self._timeout
+            )
+        return self._uri

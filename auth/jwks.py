@@ -1,0 +1,260 @@
+"""The IdP's signing keys: fetched with httpx, cached with a TTL, refreshed single-flight, kept through outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from auth.errors import InvalidToken, KeySetUnavailable
+from auth.http_fetch import FetchError, fetch_json_object
+from settings import SUPPORTED_ALGORITHMS
+
+logger = logging.getLogger(__name__)
+
+MAX_KEYS = 64
+MIN_RSA_BITS = 2048
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+_EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+_OKP_CURVES = ("Ed25519", "Ed448")
+
+PublicKey = RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448PublicKey
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    kid: str | None
+    kty: str
+    crv: str | None
+    alg: str | None
+    key: PublicKey
+
+    def fits(self, alg: str) -> bool:
+        """True when a token signed with `alg` may be checked with this key."""
+        if self.alg is not None and self.alg != alg:
+            return False
+        if alg.startswith(("RS", "PS")):
+            return self.kty == "RSA"
+        if alg in _EC_CURVES:
+            return self.kty == "EC" and self.crv == _EC_CURVES[alg]
+        if alg == "EdDSA":
+            return self.kty == "OKP"
+        return False
+
+
+def parse_jwk(entry: object) -> VerificationKey | None:
+    """One JWKS entry as a public verification key, or None when this server cannot or must not use it."""
+    if not isinstance(entry, dict):
+        return None
+    kty, kid, alg = entry.get("kty"), entry.get("kid"), entry.get("alg")
+    if entry.get("use", "sig") != "sig" or any(
+        member in entry for member in _PRIVATE_MEMBERS
+    ):
+        return None
+    key_ops = entry.get("key_ops")
+    if key_ops is not None and (
+        not isinstance(key_ops, list) or "verify" not in key_ops
+    ):
+        return None
+    if (kid is not None and not isinstance(kid, str)) or (
+        alg is not None and alg not in SUPPORTED_ALGORITHMS
+    ):
+        return None
+    crv = entry.get("crv")
+    try:
+        if kty == "RSA":
+            key: Any = RSAAlgorithm.from_jwk(entry)
+            if not isinstance(key, RSAPublicKey) or key.key_size < MIN_RSA_BITS:
+                return None
+        elif kty == "EC" and crv in _EC_CURVES.values():
+            key = ECAlgorithm.from_jwk(entry)
+            if not isinstance(key, EllipticCurvePublicKey):
+                return None
+        elif kty == "OKP" and crv in _OKP_CURVES:
+            key = OKPAlgorithm.from_jwk(entry)
+            if not isinstance(key, Ed25519PublicKey | Ed448PublicKey):
+                return None
+        else:
+            return None
+    except Exception:  # any malformed member: skip this entry, never the whole set
+        return None
+    return VerificationKey(kid=kid, kty=kty, crv=crv, alg=alg, key=key)
+
+
+def parse_jwks(document: dict[str, Any]) -> list[VerificationKey]:
+    entries = document.get("keys")
+    if not isinstance(entries, list):
+        raise FetchError("JWKS document has no 'keys' list")
+    keys = [key for key in map(parse_jwk, entries[:MAX_KEYS]) if key is not None]
+    skipped = len(entries) - len(keys)
+    if skipped:
+        logger.info(
+            "JWKS: skipped %d entr%s this server cannot use",
+            skipped,
+            "y" if skipped == 1 else "ies",
+        )
+    if not keys:
+        raise FetchError("JWKS has no usable signing keys")
+    return keys
+
+
+class JWKSCache:
+    """Signing keys by `kid`. Known keys are answered from memory; the network is touched only when
+    the set is older than its TTL (in the background), or for an unknown `kid` at most once per cooldown."""
+
+    def __init__(
+        self,
+        jwks_uri: str | Callable[[httpx.AsyncClient], Awaitable[str]],
+        *,
+        ttl: float = 600,
+        cooldown: float = 10,
+        max_stale: float = 6 * 3600,
+        timeout: float = 5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._jwks_uri = jwks_uri
+        self._ttl = ttl
+        self._cooldown = cooldown
+        self._max_stale = max_stale
+        self._timeout = timeout
+        self._clock = clock
+        self._client: httpx.AsyncClient | None = None
+        self._keys: dict[str | None, tuple[VerificationKey, ...]] = {}
+        self._fetched_at: float | None = None
+        self._last_attempt: float | None = None
+        self._inflight: asyncio.Future[None] | None = None
+        self.fetch_count = 0
+        self.failure_count = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        if self._inflight is not None:
+            self._inflight.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def ready(self) -> bool:
+        """True once a key set has been fetched and is still within its stale bound."""
+        return self._usable(self._clock())
+
+    @property
+    def age(self) -> float | None:
+        return None if self._fetched_at is None else self._clock() - self._fetched_at
+
+    # --- lookups -------------------------------------------------------------------------------
+    async def get_key(self, kid: str | None, alg: str) -> VerificationKey:
+        now = self._clock()
+        if not self._usable(now):
+            if self._may_fetch(now):
+                await self.refresh()
+            if not self._usable(self._clock()):
+                raise KeySetUnavailable("signing keys are temporarily unavailable")
+        elif now - (self._fetched_at or now) >= self._ttl and self._may_fetch(now):
+            self._start_refresh()  # stale but usable: revalidate without making anyone wait
+
+        found = self._find(kid, alg)
+        if found is None and kid not in self._keys and self._may_fetch(self._clock()):
+            await self.refresh()
+            found = self._find(kid, alg)
+        if found is None:
+            if kid in self._keys:
+                raise InvalidToken(
+                    "token algorithm does not match its key",
+                    detail=f"alg {alg} does not fit kid",
+                )
+            raise InvalidToken(
+                "token signing key is unknown",
+                detail="no JWKS key matches the token's kid",
+            )
+        return found
+
+    def _find(self, kid: str | None, alg: str) -> VerificationKey | None:
+        if kid is None:
+            # Without a kid, only an unambiguous key will do.
+            fitting = [
+                key for keys in self._keys.values() for key in keys if key.fits(alg)
+            ]
+            return fitting[0] if len(fitting) == 1 else None
+        return next((key for key in self._keys.get(kid, ()) if key.fits(alg)), None)
+
+    def _usable(self, now: float) -> bool:
+        return (
+            self._fetched_at is not None
+            and now - self._fetched_at < self._ttl + self._max_stale
+        )
+
+    def _may_fetch(self, now: float) -> bool:
+        if self._inflight is not None:
+            return True  # joining the fetch in flight costs the IdP nothing
+        return self._last_attempt is None or now - self._last_attempt >= self._cooldown
+
+    # --- fetching ------------------------------------------------------------------------------
+    def prefetch(self) -> None:
+        """Start a fetch in the background unless one ran within the cooldown."""
+        if self._may_fetch(self._clock()):
+            self._start_refresh()
+
+    async def refresh(self) -> None:
+        """Fetch the key set now, or join the fetch already in flight. Never raises."""
+        # shield: a caller that goes away must not cancel the fetch others are waiting for
+        await asyncio.shield(self._start_refresh())
+
+    def _start_refresh(self) -> asyncio.Future[None]:
+        if self._inflight is None:
+            self._last_attempt = self._clock()
+            task = asyncio.ensure_future(self._fetch())
+            self._inflight = task
+            task.add_done_callback(self._fetch_done)
+        return self._inflight
+
+    def _fetch_done(self, task: asyncio.Future[None]) -> None:
+        self._inflight = None
+        if (
+            not task.cancelled() and task.exception() is not None
+        ):  # pragma: no cover - _fetch catches all
+            logger.error("JWKS refresh crashed: %s", type(task.exception()).__name__)
+
+    async def _fetch(self) -> None:
+        self.fetch_count += 1
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                follow_redirects=False, timeout=self._timeout
+            )
+        try:
+            uri = self._jwks_uri
+            if not isinstance(uri, str):
+                uri = await uri(self._client)
+            keys = parse_jwks(
+                await fetch_json_object(self._client, uri, timeout=self._timeout)
+            )
+        except FetchError as exc:
+            self.failure_count += 1
+            held = (
+                "keeping the last good key set"
+                if self._fetched_at is not None
+                else "no key set held yet"
+            )
+            logger.warning("JWKS refresh failed (%s): %s", held, exc)
+            return
+        except Exception as exc:  # never let a refresh bring a request down
+            self.failure_count += 1
+            logger.error("JWKS refresh failed unexpectedly: %s", type(exc).__name__)
+            return
+        by_kid: dict[str | None, list[VerificationKey]] = {}
+        for key in keys:
+            by_kid.setdefault(key.kid, []).append(key)
+        self._keys = {kid: tuple(group) for kid, group in by_kid.items()}
+        self._fetched_at = self._clock()
+        logger.info("JWKS refreshed: %d usable key(s)", len(keys))

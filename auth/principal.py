@@ -1,0 +1,31 @@
+"""The verified caller: the only view of identity that tools and the rest of the app get."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    client_id: str | None
+    issuer: str
+    audience: tuple[str, ...]
+    scopes: frozenset[str]
+    expires_at: datetime
+    issued_at: datetime | None = None
+    token_id: str | None = None
+    is_machine: bool = False
+    claims: Mapping[str, object] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    @property
+    def owner_key(self) -> tuple[str, str]:
+        """What owns per-user data: subjects are unique only per issuer."""
+        return (self.issuer, self.subject)
+
+    def has_scopes(self, required: tuple[str, ...] | list[str]) -> bool:
+        return all(scope in self.scopes for scope in required)

@@ -1,0 +1,204 @@
+"""Turns a bearer token into a Principal, or an InvalidToken saying briefly why not."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import jwt
+
+from auth.errors import AuthError, InvalidToken
+from auth.jwks import JWKSCache
+from auth.principal import Principal
+
+logger = logging.getLogger(__name__)
+
+# Latest NumericDate a datetime can hold (9999-12-31T23:59:59Z).
+_MAX_NUMERIC_DATE = 253402300799
+_MAX_KID_LENGTH = 256
+_CLIENT_ID_CLAIMS = ("azp", "client_id", "cid", "appid")
+
+# PyJWT's exception family mapped once to what the client is told.
+_JWT_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "token has expired"),
+    (jwt.ImmatureSignatureError, "token is not yet valid"),
+    (jwt.InvalidIssuerError, "token issuer is not accepted"),
+    (jwt.InvalidAudienceError, "token audience is not accepted"),
+    (jwt.MissingRequiredClaimError, "token is missing a required claim"),
+    (jwt.InvalidSignatureError, "token signature is invalid"),
+    (jwt.InvalidIssuedAtError, "token iat claim is invalid"),
+    (jwt.PyJWTError, "token is malformed"),
+)
+
+
+class TokenVerifier:
+    """Checks signature (JWKS keys only), algorithm, issuer, audience and lifetime of a JWT access token."""
+
+    def __init__(
+        self,
+        keys: JWKSCache,
+        *,
+        issuer: str,
+        audiences: Iterable[str],
+        algorithms: Iterable[str],
+        leeway: float = 30,
+        max_token_bytes: int = 16384,
+    ) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audiences = list(audiences)
+        self._algorithms = frozenset(algorithms)
+        self._leeway = leeway
+        self._max_token_bytes = max_token_bytes
+        if not self._audiences:
+            raise ValueError("at least one audience is required")
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            return await self._verify(token)
+        except AuthError:
+            raise
+        except jwt.PyJWTError as exc:
+            description = next(
+                text for kind, text in _JWT_ERRORS if isinstance(exc, kind)
+            )
+            # PyJWT's decode messages can quote token bytes; only the exception type reaches the log.
+            detail = (
+                type(exc).__name__
+                if isinstance(exc, jwt.DecodeError)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            raise InvalidToken(description, detail=detail) from None
+        except Exception as exc:  # overflowing numbers, deep nesting, odd types: all the caller's problem
+            raise InvalidToken(
+                "token is malformed", detail=type(exc).__name__
+            ) from None
+
+    async def _verify(self, token: str) -> Principal:
+        if len(token) > self._max_token_bytes:
+            raise InvalidToken("token is too large")
+        if token.count(".") != 2:
+            raise InvalidToken(
+                "token is not a JWT",
+                detail="not three dot-separated parts (opaque token?)",
+            )
+        header = jwt.get_unverified_header(token)
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            raise InvalidToken(
+                "token algorithm is not accepted",
+                detail=f"alg {str(alg)[:16]!r} not allowed",
+            )
+        if "crit" in header:
+            raise InvalidToken("token has unsupported critical header parameters")
+        kid = header.get("kid")
+        if kid is not None and (not isinstance(kid, str) or len(kid) > _MAX_KID_LENGTH):
+            raise InvalidToken("token kid is malformed")
+        # jku, x5u, jwk and x5c are never read: keys come from the configured JWKS only.
+        key = await self._keys.get_key(kid, alg)
+        claims = jwt.decode(
+            token,
+            key=key.key,
+            algorithms=[alg],
+            audience=self._audiences,
+            issuer=self._issuer,
+            leeway=self._leeway,
+            options={"require": ["exp", "iss", "aud"], "verify_signature": True},
+        )
+        return principal_from_claims(claims)
+
+
+def _numeric_date(
+    claims: Mapping[str, Any], name: str, *, required: bool
+) -> datetime | None:
+    value = claims.get(name)
+    if value is None:
+        if required:
+            raise InvalidToken(f"token is missing the {name} claim")
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+    ):
+        raise InvalidToken(f"token {name} claim is not a number")
+    if not 0 <= value <= _MAX_NUMERIC_DATE:
+        raise InvalidToken(f"token {name} claim is out of range")
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidToken(f"token {name} claim is not a string")
+    return value or None
+
+
+def _string_list(value: Any, name: str, *, space_separated: bool) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split() if space_separated else [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    raise InvalidToken(f"token {name} claim has an unexpected type")
+
+
+def normalise_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
+    """Scopes from every dialect: `scope` (string), `scp` (string or list), `permissions` and `roles` (lists)."""
+    scopes: list[str] = []
+    if "scope" in claims and not isinstance(claims["scope"], str | None):
+        raise InvalidToken("token scope claim is not a string")
+    scopes += _string_list(claims.get("scope"), "scope", space_separated=True)
+    scopes += _string_list(claims.get("scp"), "scp", space_separated=True)
+    scopes += _string_list(
+        claims.get("permissions"), "permissions", space_separated=False
+    )
+    scopes += _string_list(claims.get("roles"), "roles", space_separated=False)
+    return frozenset(scopes)
+
+
+def client_id_of(claims: Mapping[str, Any]) -> str | None:
+    for name in _CLIENT_ID_CLAIMS:
+        value = _optional_str(claims, name)
+        if value:
+            return value
+    return None
+
+
+def is_machine_token(
+    claims: Mapping[str, Any], subject: str, client_id: str | None
+) -> bool:
+    """Client-credentials tokens, in each IdP's dialect."""
+    if claims.get("gty") == "client-credentials" or claims.get("idtyp") == "app":
+        return True
+    return client_id is not None and subject in (client_id, f"{client_id}@clients")
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    """The only place raw claims become an identity. Claims must already be verified."""
+    expires_at = _numeric_date(claims, "exp", required=True)
+    issued_at = _numeric_date(claims, "iat", required=False)
+    _numeric_date(claims, "nbf", required=False)
+    issuer = _optional_str(claims, "iss")
+    client_id = client_id_of(claims)
+    subject = _optional_str(claims, "sub") or client_id
+    if not issuer or not subject or expires_at is None:
+        raise InvalidToken("token has no subject or client id")
+    audience = tuple(_string_list(claims.get("aud"), "aud", space_separated=False))
+    return Principal(
+        subject=subject,
+        client_id=client_id,
+        issuer=issuer,
+        audience=audience,
+        scopes=normalise_scopes(claims),
+        expires_at=expires_at,
+        issued_at=issued_at,
+        token_id=_optional_str(claims, "jti"),
+        is_machine=is_machine_token(claims, subject, client_id),
+        claims=MappingProxyType(claims),
+    )

@@ -1,0 +1,145 @@
+"""Entry point: `python server.py` (production, config from env and .env) or `python server.py --dev`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+
+import uvicorn
+
+from auth.dev_issuer import DEV_ISSUER_PATH, DevIssuer
+from settings import Settings, SettingsError, is_loopback_host, load_settings
+from web.app import build_app, scopes_supported
+
+INSPECTOR_ORIGINS = ("http://localhost:6274", "http://127.0.0.1:6274")
+EXIT_CONFIG = 2
+
+
+class GracefulServer(uvicorn.Server):
+    """SIGTERM is a requested stop: finish in-flight requests, then exit 0 (uvicorn would re-raise it)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM:
+            self.should_exit = True
+            return
+        super().handle_exit(sig, frame)
+
+
+def configure_logging(level: str) -> None:
+    # Before MCPServer is built: its own basicConfig call is then a no-op.
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
+    """Point the server at the embedded issuer; refuse anything but loopback."""
+    if not is_loopback_host(settings.host):
+        raise SettingsError(
+            f"HOST: dev mode binds to loopback only (127.0.0.1, ::1 or localhost), got {settings.host!r}"
+        )
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    issuer_url = f"http://{host}:{settings.port}{DEV_ISSUER_PATH}"
+    overrides = {
+        "oauth_issuer": issuer_url,
+        "oauth_jwks_uri": None,
+        "oauth_well_known_url": None,
+    }
+    dev = settings.model_copy(update=overrides)
+    issuer = DevIssuer(
+        issuer=issuer_url,
+        audience=dev.mcp_server_url,
+        scopes=scopes_supported(dev),
+        client_id=dev.dev_client_id,
+        client_secret=dev.dev_client_secret.get_secret_value(),
+        lifetime=dev.dev_token_lifetime_seconds,
+    )
+    return dev, issuer
+
+
+def print_dev_banner(
+    settings: Settings, issuer: DevIssuer, ignored_issuer: str
+) -> None:
+    token = issuer.mint()
+    line = "=" * 78
+    ignored = (
+        f"\n  (OAUTH_ISSUER={ignored_issuer} is ignored in dev mode)"
+        if ignored_issuer
+        else ""
+    )
+    print(
+        f"""{line}
+  DEVELOPMENT MODE: tokens come from an embedded issuer, not from a real IdP.
+  Never expose this server. It listens on {settings.host}:{settings.port} only.{ignored}
+{line}
+  MCP endpoint   {settings.mcp_server_url}
+  Issuer         {issuer.issuer}
+  Token endpoint {issuer.issuer}/token   (client {issuer.client_id}, secret from DEV_CLIENT_SECRET)
+
+  A token with every tool scope, valid {issuer.lifetime // 60} minutes:
+
+Authorization: Bearer {token}
+
+  Another one from the command line:
+    curl -s -u {issuer.client_id}:$DEV_CLIENT_SECRET -d grant_type=client_credentials \\
+         {issuer.issuer}/token
+  (the default secret is dev-secret; add -d scope=... for a token with fewer scopes)
+
+  MCP Inspector (npx @modelcontextprotocol/inspector, then http://localhost:6274):
+    1. Transport Type: Streamable HTTP;  URL: {settings.mcp_server_url}
+    2. Authentication > Custom Headers: add  Authorization  =  Bearer <the token above>
+    3. Connect, then Tools > List Tools > get_me > Run Tool
+{line}""",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="MCP resource server that validates OAuth bearer tokens."
+    )
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="run with the embedded development issuer (loopback only)",
+    )
+    args = parser.parse_args(argv)
+
+    issuer = None
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        configured_issuer = settings.oauth_issuer
+        if args.dev:
+            settings, issuer = dev_settings(settings)
+        app = build_app(
+            settings,
+            dev_issuer=issuer,
+            extra_origins=INSPECTOR_ORIGINS if args.dev else (),
+        )
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    if issuer is not None:
+        print_dev_banner(settings, issuer, configured_issuer)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        server_header=False,
+        log_config=None,
+    )
+    GracefulServer(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""The one settings object: every value comes from the environment or `.env`, read once at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Asymmetric JWS algorithms this server can verify; HS* and "none" are never among them.
+SUPPORTED_ALGORITHMS = frozenset(
+    {
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "EdDSA",
+    }
+)
+DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+
+# RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or invalid; the message is one line naming the variable."""
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _check_url(value: str, *, allow_path: bool = True) -> str:
+    """An absolute http(s) URL without query or fragment; plain http only on loopback."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an absolute https:// URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"expected a URL without query or fragment, got {value!r}")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError(
+            f"expected https:// (plain http is allowed only on loopback), got {value!r}"
+        )
+    if not allow_path and parts.path not in ("", "/"):
+        raise ValueError(f"expected an origin without a path, got {value!r}")
+    return value
+
+
+class Settings(BaseSettings):
+    """Configuration of the resource server. Field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    # --- identity provider -------------------------------------------------------------------
+    oauth_issuer: str = Field(
+        default="",
+        description="the IdP's issuer, exactly as it appears in the tokens' iss claim",
+    )
+    oauth_audience: CommaList = Field(default_factory=list)
+    oauth_jwks_uri: str | None = None
+    oauth_well_known_url: str | None = None
+    oauth_algorithms: CommaList = Field(
+        default_factory=lambda: list(DEFAULT_ALGORITHMS)
+    )
+    oauth_leeway_seconds: int = Field(default=30, ge=0, le=600)
+    oauth_required_scopes: CommaList = Field(default_factory=list)
+    oauth_jwks_cache_seconds: int = Field(default=600, ge=1, le=7 * 86400)
+    oauth_jwks_refresh_cooldown_seconds: float = Field(default=10.0, ge=0, le=3600)
+    oauth_jwks_max_stale_seconds: int = Field(default=6 * 3600, ge=0, le=7 * 86400)
+    oauth_http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    oauth_max_token_bytes: int = Field(default=16384, ge=1024, le=65536)
+
+    # --- this server ---------------------------------------------------------------------------
+    mcp_server_url: str = ""
+    mcp_stateless: bool = True
+    mcp_allowed_hosts: CommaList = Field(default_factory=list)
+    mcp_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    cors_allow_origins: CommaList = Field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
+    log_level: str = "INFO"
+
+    # --- embedded development issuer (python server.py --dev only) ------------------------------
+    dev_client_id: str = "dev-client"
+    dev_client_secret: SecretStr = SecretStr("dev-secret")
+    dev_token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
+
+    @field_validator(
+        "oauth_audience",
+        "oauth_algorithms",
+        "oauth_required_scopes",
+        "mcp_allowed_hosts",
+        "cors_allow_origins",
+        mode="before",
+    )
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("oauth_issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        # Never normalised: the issuer is compared to `iss` as an exact string.
+        if not value:
+            return value
+        if value != value.strip():
+            raise ValueError("expected no surrounding whitespace")
+        _check_url(value)
+        path = urlsplit(value).path
+        if "/.well-known/" in path or path.rstrip("/").endswith(
+            ("/authorize", "/token", "/keys", "/jwks")
+        ):
+            raise ValueError(
+                f"expected the issuer URL, not an endpoint or metadata URL, got {value!r}"
+            )
+        return value
+
+    @field_validator("oauth_jwks_uri", "oauth_well_known_url")
+    @classmethod
+    def _optional_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        return _check_url(value)
+
+    @field_validator("mcp_server_url")
+    @classmethod
+    def _server_url(cls, value: str) -> str:
+        if value:
+            _check_url(value)
+            if value.endswith("/") and urlsplit(value).path != "/":
+                raise ValueError(
+                    f"expected the MCP endpoint URL without a trailing slash, got {value!r}"
+                )
+        return value
+
+    @field_validator("oauth_algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("expected at least one algorithm")
+        for alg in value:
+            if alg.lower() == "none" or alg.upper().startswith("HS"):
+                raise ValueError(
+                    f"{alg} is not allowed: only asymmetric algorithms are accepted"
+                )
+            if alg not in SUPPORTED_ALGORITHMS:
+                raise ValueError(
+                    f"unknown algorithm {alg!r}; expected some of {', '.join(sorted(SUPPORTED_ALGORITHMS))}"
+                )
+        return list(dict.fromkeys(value))
+
+    @field_validator("oauth_required_scopes")
+    @classmethod
+    def _scopes(cls, value: list[str]) -> list[str]:
+        for scope in value:
+            if not _SCOPE_TOKEN.match(scope):
+                raise ValueError(f"{scope!r} is not a valid OAuth scope token")
+        return value
+
+    @field_validator("oauth_audience")
+    @classmethod
+    def _audiences(cls, value: list[str]) -> list[str]:
+        for aud in value:
+            if '"' in aud or "\\" in aud:
+                raise ValueError(f"{aud!r} contains a quote or backslash")
+        return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*":
+                parts = urlsplit(origin)
+                if (
+                    parts.scheme not in ("http", "https")
+                    or not parts.netloc
+                    or parts.path
+                    or origin.endswith("/")
+                ):
+                    raise ValueError(
+                        f"expected origins like https://app.example.com or *, got {origin!r}"
+                    )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(
+                f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}"
+            )
+        return level
+
+    @field_validator("dev_client_id")
+    @classmethod
+    def _dev_client_id(cls, value: str) -> str:
+        if not value or ":" in value:
+            raise ValueError("expected a non-empty client id without ':'")
+        return value
+
+    @model_validator(mode="after")
+    def _derived(self) -> Settings:
+        # Derived values are computed here once; frozen settings need object.__setattr__.
+        if not self.mcp_server_url:
+            host = self.host
+            if host in ("0.0.0.0", "::", ""):
+                host = "localhost"
+            elif ":" in host and not host.startswith("["):
+                host = f"[{host}]"
+            object.__setattr__(self, "mcp_server_url", f"http://{host}:{self.port}/mcp")
+        if not self.oauth_audience:
+            object.__setattr__(self, "oauth_audience", [self.mcp_server_url])
+        return self
+
+    # --- derived views -------------------------------------------------------------------------
+    @property
+    def metadata_url(self) -> str:
+        """Where the IdP's discovery document is (configured, else the OIDC location)."""
+        return (
+            self.oauth_well_known_url
+            or f"{self.oauth_issuer.rstrip('/')}/.well-known/openid-configuration"
+        )
+
+    def require_issuer(self) -> None:
+        if not self.oauth_issuer:
+            raise SettingsError(
+                "OAUTH_ISSUER: missing; expected your IdP's issuer URL "
+                "(e.g. https://your-tenant.auth0.com/), or run `python server.py --dev` for the local dev issuer"
+            )
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return str(loc[0]).upper() if loc else "configuration"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment and `.env` once; raise SettingsError with one line on a bad value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{_env_name(error['loc'])}: {message}")
+        raise SettingsError("; ".join(problems)) from None

@@ -1,0 +1,1 @@
+"""The MCP tools this server offers, and the MCPServer that carries them."""

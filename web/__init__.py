@@ -1,0 +1,1 @@
+"""The HTTP application: routes, transport checks and the assembly of the whole stack."""

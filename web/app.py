@@ -1,0 +1,164 @@
+"""Assembles the whole stack: CORS -> transport guard -> bearer auth -> routes (well-knowns, health, MCP)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute, Mount
+
+from auth.challenge import ChallengeResponder
+from auth.dev_issuer import DEV_ISSUER_PATH, DevIssuer
+from auth.discovery import DiscoveredJWKSUri
+from auth.jwks import JWKSCache
+from auth.middleware import BearerAuthMiddleware
+from auth.verifier import TokenVerifier
+from settings import Settings
+from tools.registry import build_mcp_server, tool_scopes
+from web.guard import TransportGuard, allowed_hosts_for, origin_of
+from web.health import health_routes
+from web.well_known import resource_metadata_url, well_known_routes
+
+MCP_PATH = "/mcp"
+CORS_ALLOW_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Accept",
+    "MCP-Protocol-Version",
+    "Mcp-Session-Id",
+    "Mcp-Method",
+    "Mcp-Name",
+    "Last-Event-ID",
+]
+CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "Mcp-Session-Id"]
+
+
+@dataclass(frozen=True)
+class Components:
+    """What tests and operators may want to reach inside a built app."""
+
+    keys: JWKSCache
+    verifier: TokenVerifier
+    mcp: MCPServer
+
+
+def scopes_supported(settings: Settings) -> list[str]:
+    return list(
+        dict.fromkeys([*settings.oauth_required_scopes, *tool_scopes(settings)])
+    )
+
+
+def build_jwks_cache(settings: Settings) -> JWKSCache:
+    source = settings.oauth_jwks_uri or DiscoveredJWKSUri(
+        settings.oauth_issuer,
+        settings.oauth_well_known_url,
+        timeout=settings.oauth_http_timeout_seconds,
+    )
+    return JWKSCache(
+        source,
+        ttl=settings.oauth_jwks_cache_seconds,
+        cooldown=settings.oauth_jwks_refresh_cooldown_seconds,
+        max_stale=settings.oauth_jwks_max_stale_seconds,
+        timeout=settings.oauth_http_timeout_seconds,
+    )
+
+
+def build_app(
+    settings: Settings,
+    *,
+    dev_issuer: DevIssuer | None = None,
+    extra_origins: tuple[str, ...] = (),
+) -> Starlette:
+    settings.require_issuer()
+    scopes = scopes_supported(settings)
+    keys = build_jwks_cache(settings)
+    verifier = TokenVerifier(
+        keys,
+        issuer=settings.oauth_issuer,
+        audiences=settings.oauth_audience,
+        algorithms=settings.oauth_algorithms,
+        leeway=settings.oauth_leeway_seconds,
+        max_token_bytes=settings.oauth_max_token_bytes,
+    )
+    mcp = build_mcp_server(settings)
+    # Host and Origin are checked by TransportGuard, against the public URL, before auth.
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        stateless_http=settings.mcp_stateless,
+        max_request_body_size=settings.mcp_max_body_bytes,
+        transport_security=TransportSecuritySettings(
+            enable_dns_rebinding_protection=False
+        ),
+    )
+
+    routes: list[BaseRoute] = [
+        *well_known_routes(
+            server_url=settings.mcp_server_url,
+            issuer=settings.oauth_issuer,
+            scopes=scopes,
+            idp_metadata_url=settings.metadata_url,
+        ),
+        *health_routes(keys),
+    ]
+    public_prefixes = ["/.well-known/"]
+    if dev_issuer is not None:
+        routes += dev_issuer.routes()
+        public_prefixes.append(DEV_ISSUER_PATH + "/")
+    routes.append(Mount("/", app=mcp_app))
+
+    origins = list(dict.fromkeys([*settings.cors_allow_origins, *extra_origins]))
+    middleware = []
+    if origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=CORS_ALLOW_HEADERS,
+                expose_headers=CORS_EXPOSE_HEADERS,
+                allow_credentials=False,
+                max_age=600,
+            )
+        )
+    middleware += [
+        Middleware(
+            TransportGuard,
+            allowed_hosts=allowed_hosts_for(
+                settings.mcp_server_url, settings.mcp_allowed_hosts
+            ),
+            allowed_origins=[*origins, origin_of(settings.mcp_server_url)],
+            protected_path=MCP_PATH,
+        ),
+        Middleware(
+            BearerAuthMiddleware,
+            verifier=verifier,
+            responder=ChallengeResponder(
+                resource_metadata_url=resource_metadata_url(settings.mcp_server_url),
+                scopes=scopes,
+            ),
+            resource=settings.mcp_server_url,
+            required_scopes=settings.oauth_required_scopes,
+            public_paths=["/healthz", "/readyz"],
+            public_prefixes=public_prefixes,
+        ),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with mcp.session_manager.run():
+            if dev_issuer is None:
+                keys.prefetch()  # the dev issuer is this very server: not listening yet
+            try:
+                yield
+            finally:
+                await keys.aclose()
+
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.components = Components(keys=keys, verifier=verifier, mcp=mcp)
+    return app

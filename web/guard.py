@@ -1,0 +1,100 @@
+"""DNS-rebinding protection for the MCP endpoint: Host must be ours, a present Origin must be allowed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from settings import is_loopback_host
+
+
+def allowed_hosts_for(server_url: str, extra: Iterable[str] = ()) -> list[str]:
+    """Host header values for the public URL (with any port), its loopback twins, and configured extras."""
+    parts = urlsplit(server_url)
+    hostname = parts.hostname or ""
+    names = {f"[{hostname}]" if ":" in hostname else hostname}
+    if is_loopback_host(hostname):
+        names |= {"127.0.0.1", "localhost", "[::1]"}
+    names |= {host.lower() for host in extra}
+    allowed = set(names)
+    # A name without a port also matches it with any port: gateways send "host" or "host:443".
+    allowed |= {f"{name}:*" for name in names if ":" not in name.rsplit("]", 1)[-1]}
+    return sorted(allowed)
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class TransportGuard:
+    """Answers 421 for a foreign Host and 403 for an unlisted Origin on the protected paths."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        allowed_hosts: Iterable[str],
+        allowed_origins: Iterable[str],
+        protected_path: str = "/mcp",
+    ) -> None:
+        self.app = app
+        hosts = {host.lower() for host in allowed_hosts}
+        self.exact_hosts = frozenset(host for host in hosts if not host.endswith(":*"))
+        self.any_port_hosts = frozenset(
+            host[:-2] for host in hosts if host.endswith(":*")
+        )
+        origins = set(allowed_origins)
+        self.any_origin = "*" in origins
+        self.origins = frozenset(origins - {"*"})
+        self.protected_path = protected_path
+
+    def _host_ok(self, host: str) -> bool:
+        host = host.lower()
+        if host in self.exact_hosts:
+            return True
+        name, sep, port = host.rpartition(":")
+        return bool(sep) and port.isdigit() and name in self.any_port_hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (
+            path == self.protected_path or path.startswith(self.protected_path + "/")
+        ):
+            await self.app(scope, receive, send)
+            return
+        host = origin = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"origin":
+                origin = value.decode("latin-1")
+        if host is None or not self._host_ok(host):
+            await _refuse(
+                send,
+                421,
+                "misdirected_request",
+                "this server does not answer for that Host",
+            )
+        elif origin is not None and not self.any_origin and origin not in self.origins:
+            await _refuse(
+                send,
+                403,
+                "forbidden_origin",
+                "requests from this Origin are not allowed",
+            )
+        else:
+            await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, status: int, error: str, description: str) -> None:
+    body = json.dumps({"error": error, "error_description": description}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,69 @@
+"""RFC 9728 protected resource metadata, and redirects from the authorization-server well-knowns to the IdP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+PRM_PATH = "/.well-known/oauth-protected-resource"
+_PUBLIC_HEADERS = {
+    "Cache-Control": "public, max-age=300",
+    "Access-Control-Allow-Origin": "*",
+}
+
+
+def resource_metadata_url(server_url: str) -> str:
+    """RFC 9728 section 3.1: the well-known segment goes between the host and the resource's path."""
+    parts = urlsplit(server_url)
+    return urlunsplit(
+        (parts.scheme, parts.netloc, PRM_PATH + parts.path.rstrip("/"), "", "")
+    )
+
+
+def protected_resource_metadata(
+    server_url: str, issuer: str, scopes: Iterable[str]
+) -> dict[str, object]:
+    return {
+        "resource": server_url,
+        "authorization_servers": [issuer],  # the exact issuer string, never normalised
+        "scopes_supported": list(scopes),
+        "bearer_methods_supported": ["header"],
+        "resource_name": "MCP resource server",
+    }
+
+
+def well_known_routes(
+    *, server_url: str, issuer: str, scopes: Iterable[str], idp_metadata_url: str
+) -> list[Route]:
+    document = protected_resource_metadata(server_url, issuer, scopes)
+    public_path = urlsplit(server_url).path.rstrip("/")
+
+    async def metadata(_: Request) -> Response:
+        return JSONResponse(document, headers=_PUBLIC_HEADERS)
+
+    async def to_idp(_: Request) -> Response:
+        # Spec-following clients read authorization_servers; this helps older ones find the IdP.
+        return RedirectResponse(
+            idp_metadata_url,
+            status_code=302,
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    prm_paths = dict.fromkeys(
+        [
+            PRM_PATH,
+            f"{PRM_PATH}/mcp",
+            f"{PRM_PATH}{public_path}" if public_path else PRM_PATH,
+        ]
+    )
+    routes = [Route(path, metadata, methods=["GET"]) for path in prm_paths]
+    for name in ("oauth-authorization-server", "openid-configuration"):
+        routes.append(Route(f"/.well-known/{name}", to_idp, methods=["GET"]))
+        routes.append(
+            Route(f"/.well-known/{name}/{{rest:path}}", to_idp, methods=["GET"])
+        )
+    return routes
