@@ -35,6 +35,7 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
@@ -62,16 +63,10 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
     return dev, issuer
 
 
-def print_dev_banner(
-    settings: Settings, issuer: DevIssuer, ignored_issuer: str
-) -> None:
+def print_dev_banner(settings: Settings, issuer: DevIssuer, ignored_issuer: str) -> None:
     token = issuer.mint()
     line = "=" * 78
-    ignored = (
-        f"\n  (OAUTH_ISSUER={ignored_issuer} is ignored in dev mode)"
-        if ignored_issuer
-        else ""
-    )
+    ignored = f"\n  (OAUTH_ISSUER={ignored_issuer} is ignored in dev mode)" if ignored_issuer else ""
     print(
         f"""{line}
   DEVELOPMENT MODE: tokens come from an embedded issuer, not from a real IdP.
@@ -100,9 +95,7 @@ Authorization: Bearer {token}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="MCP resource server that validates OAuth bearer tokens."
-    )
+    parser = argparse.ArgumentParser(description="MCP resource server that validates OAuth bearer tokens.")
     parser.add_argument(
         "--dev",
         action="store_true",
@@ -135,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         server_header=False,
+        access_log=False,  # uvicorn's access line would print query strings, which may carry tokens
         log_config=None,
     )
     GracefulServer(config).run()

@@ -61,9 +61,7 @@ def _check_url(value: str, *, allow_path: bool = True) -> str:
     if parts.query or parts.fragment:
         raise ValueError(f"expected a URL without query or fragment, got {value!r}")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError(
-            f"expected https:// (plain http is allowed only on loopback), got {value!r}"
-        )
+        raise ValueError(f"expected https:// (plain http is allowed only on loopback), got {value!r}")
     if not allow_path and parts.path not in ("", "/"):
         raise ValueError(f"expected an origin without a path, got {value!r}")
     return value
@@ -88,9 +86,7 @@ class Settings(BaseSettings):
     oauth_audience: CommaList = Field(default_factory=list)
     oauth_jwks_uri: str | None = None
     oauth_well_known_url: str | None = None
-    oauth_algorithms: CommaList = Field(
-        default_factory=lambda: list(DEFAULT_ALGORITHMS)
-    )
+    oauth_algorithms: CommaList = Field(default_factory=lambda: list(DEFAULT_ALGORITHMS))
     oauth_leeway_seconds: int = Field(default=30, ge=0, le=600)
     oauth_required_scopes: CommaList = Field(default_factory=list)
     oauth_jwks_cache_seconds: int = Field(default=600, ge=1, le=7 * 86400)
@@ -137,12 +133,8 @@ class Settings(BaseSettings):
             raise ValueError("expected no surrounding whitespace")
         _check_url(value)
         path = urlsplit(value).path
-        if "/.well-known/" in path or path.rstrip("/").endswith(
-            ("/authorize", "/token", "/keys", "/jwks")
-        ):
-            raise ValueError(
-                f"expected the issuer URL, not an endpoint or metadata URL, got {value!r}"
-            )
+        if "/.well-known/" in path or path.rstrip("/").endswith(("/authorize", "/token", "/keys", "/jwks")):
+            raise ValueError(f"expected the issuer URL, not an endpoint or metadata URL, got {value!r}")
         return value
 
     @field_validator("oauth_jwks_uri", "oauth_well_known_url")
@@ -158,9 +150,7 @@ class Settings(BaseSettings):
         if value:
             _check_url(value)
             if value.endswith("/") and urlsplit(value).path != "/":
-                raise ValueError(
-                    f"expected the MCP endpoint URL without a trailing slash, got {value!r}"
-                )
+                raise ValueError(f"expected the MCP endpoint URL without a trailing slash, got {value!r}")
         return value
 
     @field_validator("oauth_algorithms")
@@ -170,9 +160,7 @@ class Settings(BaseSettings):
             raise ValueError("expected at least one algorithm")
         for alg in value:
             if alg.lower() == "none" or alg.upper().startswith("HS"):
-                raise ValueError(
-                    f"{alg} is not allowed: only asymmetric algorithms are accepted"
-                )
+                raise ValueError(f"{alg} is not allowed: only asymmetric algorithms are accepted")
             if alg not in SUPPORTED_ALGORITHMS:
                 raise ValueError(
                     f"unknown algorithm {alg!r}; expected some of {', '.join(sorted(SUPPORTED_ALGORITHMS))}"
@@ -201,15 +189,8 @@ class Settings(BaseSettings):
         for origin in value:
             if origin != "*":
                 parts = urlsplit(origin)
-                if (
-                    parts.scheme not in ("http", "https")
-                    or not parts.netloc
-                    or parts.path
-                    or origin.endswith("/")
-                ):
-                    raise ValueError(
-                        f"expected origins like https://app.example.com or *, got {origin!r}"
-                    )
+                if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or origin.endswith("/"):
+                    raise ValueError(f"expected origins like https://app.example.com or *, got {origin!r}")
         return value
 
     @field_validator("log_level")
@@ -217,9 +198,7 @@ class Settings(BaseSettings):
     def _log_level(cls, value: str) -> str:
         level = value.upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ValueError(
-                f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}"
-            )
+            raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
         return level
 
     @field_validator("dev_client_id")
@@ -234,7 +213,7 @@ class Settings(BaseSettings):
         # Derived values are computed here once; frozen settings need object.__setattr__.
         if not self.mcp_server_url:
             host = self.host
-            if host in ("0.0.0.0", "::", ""):
+            if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard bind has no public name
                 host = "localhost"
             elif ":" in host and not host.startswith("["):
                 host = f"[{host}]"
@@ -247,10 +226,7 @@ class Settings(BaseSettings):
     @property
     def metadata_url(self) -> str:
         """Where the IdP's discovery document is (configured, else the OIDC location)."""
-        return (
-            self.oauth_well_known_url
-            or f"{self.oauth_issuer.rstrip('/')}/.well-known/openid-configuration"
-        )
+        return self.oauth_well_known_url or f"{self.oauth_issuer.rstrip('/')}/.well-known/openid-configuration"
 
     def require_issuer(self) -> None:
         if not self.oauth_issuer:

@@ -16,9 +16,7 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def www_authenticate(
-    exc: AuthError, *, resource_metadata_url: str, scopes: Iterable[str]
-) -> str:
+def www_authenticate(exc: AuthError, *, resource_metadata_url: str, scopes: Iterable[str]) -> str:
     params: list[tuple[str, str]] = []
     if not isinstance(exc, MissingToken):
         params += [("error", exc.error), ("error_description", exc.description)]
@@ -36,12 +34,8 @@ class ChallengeResponder:
         self._resource_metadata_url = resource_metadata_url
         self._scopes = tuple(scopes)
 
-    async def __call__(
-        self, exc: AuthError, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        body = json.dumps(
-            {"error": exc.error or "unauthorized", "error_description": exc.description}
-        ).encode()
+    async def __call__(self, exc: AuthError, scope: Scope, receive: Receive, send: Send) -> None:
+        body = json.dumps({"error": exc.error or "unauthorized", "error_description": exc.description}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -55,7 +49,5 @@ class ChallengeResponder:
                 scopes=self._scopes,
             )
             headers.append((b"www-authenticate", value.encode("latin-1", "replace")))
-        await send(
-            {"type": "http.response.start", "status": exc.status, "headers": headers}
-        )
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -77,9 +77,7 @@ class DevIssuer:
         }
 
     # --- tokens --------------------------------------------------------------------------------
-    def mint(
-        self, scopes: Iterable[str] | None = None, *, lifetime: int | None = None
-    ) -> str:
+    def mint(self, scopes: Iterable[str] | None = None, *, lifetime: int | None = None) -> str:
         now = int(time.time())
         granted = self.scopes if scopes is None else tuple(scopes)
         claims = {
@@ -100,9 +98,7 @@ class DevIssuer:
             headers={"kid": self.kid, "typ": "at+jwt"},
         )
 
-    def token_response(
-        self, form: dict[str, list[str]], authorization: str | None
-    ) -> dict[str, object]:
+    def token_response(self, form: dict[str, list[str]], authorization: str | None) -> dict[str, object]:
         """RFC 6749 section 4.4 with client_secret_basic or client_secret_post, RFC 8707 `resource`."""
         values = {name: items[0] for name, items in form.items() if len(items) == 1}
         if any(len(items) > 1 for items in form.values()):
@@ -122,9 +118,7 @@ class DevIssuer:
         requested = values.get("scope", "").split()
         unknown = [scope for scope in requested if scope not in self.scopes]
         if unknown:
-            raise TokenRequestError(
-                "invalid_scope", f"unknown scope: {' '.join(unknown)}"
-            )
+            raise TokenRequestError("invalid_scope", f"unknown scope: {' '.join(unknown)}")
         granted = tuple(requested) if requested else self.scopes
         return {
             "access_token": self.mint(granted),
@@ -137,36 +131,24 @@ class DevIssuer:
         client_id, secret = values.get("client_id"), values.get("client_secret")
         if authorization:
             if secret is not None:
-                raise TokenRequestError(
-                    "invalid_request", "use one client authentication method, not two"
-                )
+                raise TokenRequestError("invalid_request", "use one client authentication method, not two")
             scheme, _, encoded = authorization.partition(" ")
             if scheme.lower() != "basic":
-                raise TokenRequestError(
-                    "invalid_client", "unsupported client authentication", 401
-                )
+                raise TokenRequestError("invalid_client", "unsupported client authentication", 401)
             try:
                 decoded = base64.b64decode(encoded, validate=True).decode()
             except ValueError:
-                raise TokenRequestError(
-                    "invalid_client", "malformed Basic credentials", 401
-                ) from None
+                raise TokenRequestError("invalid_client", "malformed Basic credentials", 401) from None
             basic_id, _, basic_secret = decoded.partition(":")
             if client_id is not None and client_id != unquote_plus(basic_id):
-                raise TokenRequestError(
-                    "invalid_request", "client_id does not match the Basic credentials"
-                )
+                raise TokenRequestError("invalid_request", "client_id does not match the Basic credentials")
             client_id, secret = unquote_plus(basic_id), unquote_plus(basic_secret)
         if client_id is None or secret is None:
-            raise TokenRequestError(
-                "invalid_client", "client authentication required", 401
-            )
+            raise TokenRequestError("invalid_client", "client authentication required", 401)
         id_ok = hmac.compare_digest(client_id.encode(), self.client_id.encode())
         secret_ok = hmac.compare_digest(secret.encode(), self._client_secret.encode())
         if not (id_ok and secret_ok):
-            raise TokenRequestError(
-                "invalid_client", "unknown client or wrong secret", 401
-            )
+            raise TokenRequestError("invalid_client", "unknown client or wrong secret", 401)
 
     # --- HTTP ----------------------------------------------------------------------------------
     def routes(self) -> list[Route]:
@@ -174,9 +156,7 @@ class DevIssuer:
             return JSONResponse(self.metadata())
 
         async def jwks(_: Request) -> Response:
-            return JSONResponse(
-                self.jwks(), headers={"Cache-Control": "public, max-age=300"}
-            )
+            return JSONResponse(self.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
         async def authorize(_: Request) -> Response:
             return JSONResponse(
@@ -209,15 +189,11 @@ class DevIssuer:
                     "error_description": "the form must be UTF-8",
                 }
                 return JSONResponse(error, status_code=400, headers=headers)
-            return Response(
-                json.dumps(answer), media_type="application/json", headers=headers
-            )
+            return Response(json.dumps(answer), media_type="application/json", headers=headers)
 
         base = DEV_ISSUER_PATH
         return [
-            Route(
-                f"{base}/.well-known/openid-configuration", metadata, methods=["GET"]
-            ),
+            Route(f"{base}/.well-known/openid-configuration", metadata, methods=["GET"]),
             Route(
                 f"{base}/.well-known/oauth-authorization-server",
                 metadata,
@@ -230,12 +206,8 @@ class DevIssuer:
 
 
 async def _bounded_body(request: Request) -> bytes:
-    if not request.headers.get("content-type", "").startswith(
-        "application/x-www-form-urlencoded"
-    ):
-        raise TokenRequestError(
-            "invalid_request", "expected an application/x-www-form-urlencoded body"
-        )
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        raise TokenRequestError("invalid_request", "expected an application/x-www-form-urlencoded body")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

@@ -33,9 +33,7 @@ def check_jwks_uri(uri: object, source: str) -> str:
     if not isinstance(uri, str):
         raise FetchError(f"{source} has no jwks_uri")
     parts = urlsplit(uri)
-    secure = parts.scheme == "https" or (
-        parts.scheme == "http" and is_loopback_host(parts.hostname or "")
-    )
+    secure = parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname or ""))
     if not parts.hostname or not secure:
         raise FetchError(f"{source} has an unusable jwks_uri (https required)")
     return uri
@@ -69,9 +67,7 @@ async def discover_jwks_uri(
 class DiscoveredJWKSUri:
     """Resolves the jwks_uri through discovery on first use and remembers it."""
 
-    def __init__(
-        self, issuer: str, well_known_url: str | None, *, timeout: float
-    ) -> None:
+    def __init__(self, issuer: str, well_known_url: str | None, *, timeout: float) -> None:
         self._issuer = issuer
         self._well_known_url = well_known_url
         self._timeout = timeout
@@ -79,7 +75,5 @@ class DiscoveredJWKSUri:
 
     async def __call__(self, client: httpx.AsyncClient) -> str:
         if self._uri is None:
-            self._uri = await discover_jwks_uri(
-                client, self._issuer, self._well_known_url, timeout=self._timeout
-            )
+            self._uri = await discover_jwks_uri(client, self._issuer, self._well_known_url, timeout=self._timeout)
         return self._uri

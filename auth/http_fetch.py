@@ -24,28 +24,18 @@ async def fetch_json_object(
 ) -> dict[str, Any]:
     try:
         async with asyncio.timeout(timeout):
-            async with client.stream(
-                "GET", url, headers={"Accept": "application/json"}
-            ) as response:
+            async with client.stream("GET", url, headers={"Accept": "application/json"}) as response:
                 if response.status_code != 200:
-                    hint = (
-                        " (redirects are not followed)" if response.is_redirect else ""
-                    )
-                    raise FetchError(
-                        f"GET {url} answered HTTP {response.status_code}{hint}"
-                    )
+                    hint = " (redirects are not followed)" if response.is_redirect else ""
+                    raise FetchError(f"GET {url} answered HTTP {response.status_code}{hint}")
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
-                    raise FetchError(
-                        f"GET {url}: document larger than {max_bytes} bytes"
-                    )
+                    raise FetchError(f"GET {url}: document larger than {max_bytes} bytes")
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
                     if len(body) > max_bytes:
-                        raise FetchError(
-                            f"GET {url}: document larger than {max_bytes} bytes"
-                        )
+                        raise FetchError(f"GET {url}: document larger than {max_bytes} bytes")
     except TimeoutError:
         raise FetchError(f"GET {url} timed out after {timeout:g}s") from None
     except httpx.HTTPError as exc:

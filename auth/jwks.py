@@ -57,18 +57,12 @@ def parse_jwk(entry: object) -> VerificationKey | None:
     if not isinstance(entry, dict):
         return None
     kty, kid, alg = entry.get("kty"), entry.get("kid"), entry.get("alg")
-    if entry.get("use", "sig") != "sig" or any(
-        member in entry for member in _PRIVATE_MEMBERS
-    ):
+    if entry.get("use", "sig") != "sig" or any(member in entry for member in _PRIVATE_MEMBERS):
         return None
     key_ops = entry.get("key_ops")
-    if key_ops is not None and (
-        not isinstance(key_ops, list) or "verify" not in key_ops
-    ):
+    if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
         return None
-    if (kid is not None and not isinstance(kid, str)) or (
-        alg is not None and alg not in SUPPORTED_ALGORITHMS
-    ):
+    if (kid is not None and not isinstance(kid, str)) or (alg is not None and alg not in SUPPORTED_ALGORITHMS):
         return None
     crv = entry.get("crv")
     try:
@@ -86,7 +80,7 @@ def parse_jwk(entry: object) -> VerificationKey | None:
                 return None
         else:
             return None
-    except Exception:  # any malformed member: skip this entry, never the whole set
+    except Exception:  # noqa: BLE001 - any malformed member skips this entry, never the whole set
         return None
     return VerificationKey(kid=kid, kty=kty, crv=crv, alg=alg, key=key)
 
@@ -183,17 +177,12 @@ class JWKSCache:
     def _find(self, kid: str | None, alg: str) -> VerificationKey | None:
         if kid is None:
             # Without a kid, only an unambiguous key will do.
-            fitting = [
-                key for keys in self._keys.values() for key in keys if key.fits(alg)
-            ]
+            fitting = [key for keys in self._keys.values() for key in keys if key.fits(alg)]
             return fitting[0] if len(fitting) == 1 else None
         return next((key for key in self._keys.get(kid, ()) if key.fits(alg)), None)
 
     def _usable(self, now: float) -> bool:
-        return (
-            self._fetched_at is not None
-            and now - self._fetched_at < self._ttl + self._max_stale
-        )
+        return self._fetched_at is not None and now - self._fetched_at < self._ttl + self._max_stale
 
     def _may_fetch(self, now: float) -> bool:
         if self._inflight is not None:
@@ -221,34 +210,24 @@ class JWKSCache:
 
     def _fetch_done(self, task: asyncio.Future[None]) -> None:
         self._inflight = None
-        if (
-            not task.cancelled() and task.exception() is not None
-        ):  # pragma: no cover - _fetch catches all
+        if not task.cancelled() and task.exception() is not None:  # pragma: no cover - _fetch catches all
             logger.error("JWKS refresh crashed: %s", type(task.exception()).__name__)
 
     async def _fetch(self) -> None:
         self.fetch_count += 1
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                follow_redirects=False, timeout=self._timeout
-            )
+            self._client = httpx.AsyncClient(follow_redirects=False, timeout=self._timeout)
         try:
             uri = self._jwks_uri
             if not isinstance(uri, str):
                 uri = await uri(self._client)
-            keys = parse_jwks(
-                await fetch_json_object(self._client, uri, timeout=self._timeout)
-            )
+            keys = parse_jwks(await fetch_json_object(self._client, uri, timeout=self._timeout))
         except FetchError as exc:
             self.failure_count += 1
-            held = (
-                "keeping the last good key set"
-                if self._fetched_at is not None
-                else "no key set held yet"
-            )
+            held = "keeping the last good key set" if self._fetched_at is not None else "no key set held yet"
             logger.warning("JWKS refresh failed (%s): %s", held, exc)
             return
-        except Exception as exc:  # never let a refresh bring a request down
+        except Exception as exc:  # noqa: BLE001 - a refresh must never bring a request down
             self.failure_count += 1
             logger.error("JWKS refresh failed unexpectedly: %s", type(exc).__name__)
             return

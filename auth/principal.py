@@ -18,9 +18,7 @@ class Principal:
     issued_at: datetime | None = None
     token_id: str | None = None
     is_machine: bool = False
-    claims: Mapping[str, object] = field(
-        default_factory=dict, repr=False, compare=False
-    )
+    claims: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def owner_key(self) -> tuple[str, str]:

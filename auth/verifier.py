@@ -63,20 +63,12 @@ class TokenVerifier:
         except AuthError:
             raise
         except jwt.PyJWTError as exc:
-            description = next(
-                text for kind, text in _JWT_ERRORS if isinstance(exc, kind)
-            )
+            description = next(text for kind, text in _JWT_ERRORS if isinstance(exc, kind))
             # PyJWT's decode messages can quote token bytes; only the exception type reaches the log.
-            detail = (
-                type(exc).__name__
-                if isinstance(exc, jwt.DecodeError)
-                else f"{type(exc).__name__}: {exc}"
-            )
+            detail = type(exc).__name__ if isinstance(exc, jwt.DecodeError) else f"{type(exc).__name__}: {exc}"
             raise InvalidToken(description, detail=detail) from None
-        except Exception as exc:  # overflowing numbers, deep nesting, odd types: all the caller's problem
-            raise InvalidToken(
-                "token is malformed", detail=type(exc).__name__
-            ) from None
+        except Exception as exc:  # noqa: BLE001 - overflowing numbers, deep nesting, odd types: a 401, never a 500
+            raise InvalidToken("token is malformed", detail=type(exc).__name__) from None
 
     async def _verify(self, token: str) -> Principal:
         if len(token) > self._max_token_bytes:
@@ -112,19 +104,13 @@ class TokenVerifier:
         return principal_from_claims(claims)
 
 
-def _numeric_date(
-    claims: Mapping[str, Any], name: str, *, required: bool
-) -> datetime | None:
+def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool) -> datetime | None:
     value = claims.get(name)
     if value is None:
         if required:
             raise InvalidToken(f"token is missing the {name} claim")
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-    ):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidToken(f"token {name} claim is not a number")
     if not 0 <= value <= _MAX_NUMERIC_DATE:
         raise InvalidToken(f"token {name} claim is out of range")
@@ -155,9 +141,7 @@ def normalise_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
         raise InvalidToken("token scope claim is not a string")
     scopes += _string_list(claims.get("scope"), "scope", space_separated=True)
     scopes += _string_list(claims.get("scp"), "scp", space_separated=True)
-    scopes += _string_list(
-        claims.get("permissions"), "permissions", space_separated=False
-    )
+    scopes += _string_list(claims.get("permissions"), "permissions", space_separated=False)
     scopes += _string_list(claims.get("roles"), "roles", space_separated=False)
     return frozenset(scopes)
 
@@ -170,9 +154,7 @@ def client_id_of(claims: Mapping[str, Any]) -> str | None:
     return None
 
 
-def is_machine_token(
-    claims: Mapping[str, Any], subject: str, client_id: str | None
-) -> bool:
+def is_machine_token(claims: Mapping[str, Any], subject: str, client_id: str | None) -> bool:
     """Client-credentials tokens, in each IdP's dialect."""
     if claims.get("gty") == "client-credentials" or claims.get("idtyp") == "app":
         return True

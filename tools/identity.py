@@ -13,12 +13,8 @@ from tools.caller import current_principal
 
 
 class Identity(BaseModel):
-    user_id: str = Field(
-        description="the token's subject (sub); a machine client's subject is usually its client id"
-    )
-    client_id: str | None = Field(
-        description="the OAuth client the token was issued to"
-    )
+    user_id: str = Field(description="the token's subject (sub); a machine client's subject is usually its client id")
+    client_id: str | None = Field(description="the OAuth client the token was issued to")
     issuer: str
     audience: list[str]
     scopes: list[str]

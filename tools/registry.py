@@ -11,9 +11,7 @@ INSTRUCTIONS = "An OAuth-protected MCP server. get_me tells who you are accordin
 
 
 def build_mcp_server(settings: Settings) -> MCPServer:
-    server = MCPServer(
-        "oauth-resource-server", instructions=INSTRUCTIONS, log_level=settings.log_level
-    )
+    server = MCPServer("oauth-resource-server", instructions=INSTRUCTIONS, log_level=settings.log_level)
     server.add_tool(get_me, name="get_me", structured_output=True)
     return server
 

@@ -49,9 +49,7 @@ class Components:
 
 
 def scopes_supported(settings: Settings) -> list[str]:
-    return list(
-        dict.fromkeys([*settings.oauth_required_scopes, *tool_scopes(settings)])
-    )
+    return list(dict.fromkeys([*settings.oauth_required_scopes, *tool_scopes(settings)]))
 
 
 def build_jwks_cache(settings: Settings) -> JWKSCache:
@@ -92,9 +90,7 @@ def build_app(
         streamable_http_path=MCP_PATH,
         stateless_http=settings.mcp_stateless,
         max_request_body_size=settings.mcp_max_body_bytes,
-        transport_security=TransportSecuritySettings(
-            enable_dns_rebinding_protection=False
-        ),
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
 
     routes: list[BaseRoute] = [
@@ -129,9 +125,7 @@ def build_app(
     middleware += [
         Middleware(
             TransportGuard,
-            allowed_hosts=allowed_hosts_for(
-                settings.mcp_server_url, settings.mcp_allowed_hosts
-            ),
+            allowed_hosts=allowed_hosts_for(settings.mcp_server_url, settings.mcp_allowed_hosts),
             allowed_origins=[*origins, origin_of(settings.mcp_server_url)],
             protected_path=MCP_PATH,
         ),

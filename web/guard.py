@@ -44,9 +44,7 @@ class TransportGuard:
         self.app = app
         hosts = {host.lower() for host in allowed_hosts}
         self.exact_hosts = frozenset(host for host in hosts if not host.endswith(":*"))
-        self.any_port_hosts = frozenset(
-            host[:-2] for host in hosts if host.endswith(":*")
-        )
+        self.any_port_hosts = frozenset(host[:-2] for host in hosts if host.endswith(":*"))
         origins = set(allowed_origins)
         self.any_origin = "*" in origins
         self.origins = frozenset(origins - {"*"})
@@ -61,9 +59,7 @@ class TransportGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not (
-            path == self.protected_path or path.startswith(self.protected_path + "/")
-        ):
+        if scope["type"] != "http" or not (path == self.protected_path or path.startswith(self.protected_path + "/")):
             await self.app(scope, receive, send)
             return
         host = origin = None

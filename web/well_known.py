@@ -19,14 +19,10 @@ _PUBLIC_HEADERS = {
 def resource_metadata_url(server_url: str) -> str:
     """RFC 9728 section 3.1: the well-known segment goes between the host and the resource's path."""
     parts = urlsplit(server_url)
-    return urlunsplit(
-        (parts.scheme, parts.netloc, PRM_PATH + parts.path.rstrip("/"), "", "")
-    )
+    return urlunsplit((parts.scheme, parts.netloc, PRM_PATH + parts.path.rstrip("/"), "", ""))
 
 
-def protected_resource_metadata(
-    server_url: str, issuer: str, scopes: Iterable[str]
-) -> dict[str, object]:
+def protected_resource_metadata(server_url: str, issuer: str, scopes: Iterable[str]) -> dict[str, object]:
     return {
         "resource": server_url,
         "authorization_servers": [issuer],  # the exact issuer string, never normalised
@@ -36,9 +32,7 @@ def protected_resource_metadata(
     }
 
 
-def well_known_routes(
-    *, server_url: str, issuer: str, scopes: Iterable[str], idp_metadata_url: str
-) -> list[Route]:
+def well_known_routes(*, server_url: str, issuer: str, scopes: Iterable[str], idp_metadata_url: str) -> list[Route]:
     document = protected_resource_metadata(server_url, issuer, scopes)
     public_path = urlsplit(server_url).path.rstrip("/")
 
@@ -63,7 +57,5 @@ def well_known_routes(
     routes = [Route(path, metadata, methods=["GET"]) for path in prm_paths]
     for name in ("oauth-authorization-server", "openid-configuration"):
         routes.append(Route(f"/.well-known/{name}", to_idp, methods=["GET"]))
-        routes.append(
-            Route(f"/.well-known/{name}/{{rest:path}}", to_idp, methods=["GET"])
-        )
+        routes.append(Route(f"/.well-known/{name}/{{rest:path}}", to_idp, methods=["GET"]))
     return routes

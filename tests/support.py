@@ -1,0 +1,143 @@
+"""Test support: real keys, real signed tokens, an IdP served by respx, and MCP request helpers."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+import respx
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from settings import Settings
+
+ISSUER = "https://idp.example.com/"  # Auth0-style trailing slash: compared exactly
+JWKS_URI = "https://idp.example.com/.well-known/jwks.json"
+DISCOVERY_URL = "https://idp.example.com/.well-known/openid-configuration"
+SERVER_URL = "https://mcp.example.com/mcp"
+BASE_URL = "https://mcp.example.com"
+CLIENT_ID = "client-abc"
+PRM_URL = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+LEGACY_VERSION = "2025-11-25"
+
+
+@dataclass
+class Signer:
+    """A private key with its kid and algorithm; signs tokens and publishes its public JWK."""
+
+    private_key: Any
+    kid: str | None
+    alg: str
+
+    def jwk(self, **extra: Any) -> dict[str, Any]:
+        public = self.private_key.public_key()
+        if self.alg.startswith(("RS", "PS")):
+            data = RSAAlgorithm.to_jwk(public, as_dict=True)
+        elif self.alg.startswith("ES"):
+            data = ECAlgorithm.to_jwk(public, as_dict=True)
+        else:
+            data = OKPAlgorithm.to_jwk(public, as_dict=True)
+        if self.kid is not None:
+            data["kid"] = self.kid
+        return {**data, "use": "sig", **extra}
+
+    def sign(self, claims: dict[str, Any], *, headers: dict[str, Any] | None = None, alg: str | None = None) -> str:
+        all_headers = {"kid": self.kid} if self.kid is not None else {}
+        all_headers.update(headers or {})
+        return jwt.encode(claims, self.private_key, algorithm=alg or self.alg, headers=all_headers)
+
+    def token(self, *, headers: dict[str, Any] | None = None, drop: tuple[str, ...] = (), **overrides: Any) -> str:
+        return self.sign(make_claims(drop=drop, **overrides), headers=headers)
+
+
+def make_claims(*, drop: tuple[str, ...] = (), **overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": "user-123",
+        "aud": SERVER_URL,
+        "azp": CLIENT_ID,
+        "scope": "openid profile",
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+    }
+    claims.update(overrides)
+    for name in drop:
+        claims.pop(name, None)
+    return claims
+
+
+@dataclass
+class FakeIdP:
+    """The IdP's HTTP side, served by respx: a JWKS (and discovery) whose keys tests can change."""
+
+    router: respx.MockRouter
+    keys: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.jwks_route = self.router.get(JWKS_URI).mock(side_effect=self._jwks)
+        self.discovery_route = self.router.get(DISCOVERY_URL).mock(
+            return_value=httpx.Response(200, json={"issuer": ISSUER, "jwks_uri": JWKS_URI})
+        )
+
+    def _jwks(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"keys": self.keys})
+
+    def publish(self, *signers: Signer) -> None:
+        self.keys = [s.jwk() for s in signers]
+
+    @property
+    def jwks_fetches(self) -> int:
+        return self.jwks_route.call_count
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "oauth_issuer": ISSUER,
+        "oauth_jwks_uri": JWKS_URI,
+        "mcp_server_url": SERVER_URL,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def rpc_body(method: str, params: dict[str, Any] | None = None, request_id: int = 1) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}}
+
+
+def initialize_body(request_id: int = 1) -> dict[str, Any]:
+    return rpc_body(
+        "initialize",
+        {"protocolVersion": LEGACY_VERSION, "capabilities": {}, "clientInfo": {"name": "tests", "version": "1"}},
+        request_id,
+    )
+
+
+def parse_mcp_response(response: httpx.Response | Any) -> dict[str, Any]:
+    """The JSON-RPC message in a JSON or SSE answer."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        for line in response.text.splitlines():
+            if line.startswith("data:") and line[5:].strip():
+                return json.loads(line[5:])
+        raise AssertionError(f"no data in SSE answer: {response.text!r}")
+    return response.json()
+
+
+def legacy_headers(token: str | None = None, session_id: str | None = None) -> dict[str, str]:
+    headers = {**MCP_HEADERS, "MCP-Protocol-Version": LEGACY_VERSION}
+    if token is not None:
+        headers.update(bearer(token))
+    if session_id is not None:
+        headers["Mcp-Session-Id"] = session_id
+    return headers
