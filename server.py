@@ -9,6 +9,7 @@ import sys
 from types import FrameType
 
 import uvicorn
+from sse_starlette.sse import AppStatus
 
 from auth.dev_issuer import DEV_ISSUER_PATH, DevIssuer
 from settings import Settings, SettingsError, is_loopback_host, load_settings
@@ -46,7 +47,11 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
         )
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     issuer_url = f"http://{host}:{settings.port}{DEV_ISSUER_PATH}"
+    # A production MCP_SERVER_URL / OAUTH_AUDIENCE (e.g. from .env) would make this server refuse its own tokens.
+    server_url = f"http://{host}:{settings.port}/mcp"
     overrides = {
+        "mcp_server_url": server_url,
+        "oauth_audience": [server_url],
         "oauth_issuer": issuer_url,
         "oauth_jwks_uri": None,
         "oauth_well_known_url": None,
@@ -131,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,  # uvicorn's access line would print query strings, which may carry tokens
         log_config=None,
     )
+    # sse-starlette ends every SSE stream once uvicorn starts shutting down, which cut legacy-era answers
+    # still in flight; the grace period covers them instead (a stream still open when it ends is cancelled).
+    AppStatus.disable_automatic_graceful_drain()
     GracefulServer(config).run()
     return 0
 

@@ -55,6 +55,8 @@ def _split_commas(value: Any) -> Any:
 
 def _check_url(value: str, *, allow_path: bool = True) -> str:
     """An absolute http(s) URL without query or fragment; plain http only on loopback."""
+    if any(char.isspace() for char in value):  # urlsplit silently drops tabs and newlines
+        raise ValueError(f"expected a URL without whitespace, got {value!r}")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an absolute https:// URL, got {value!r}")

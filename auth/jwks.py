@@ -155,7 +155,7 @@ class JWKSCache:
                 await self.refresh()
             if not self._usable(self._clock()):
                 raise KeySetUnavailable("signing keys are temporarily unavailable")
-        elif now - (self._fetched_at or now) >= self._ttl and self._may_fetch(now):
+        elif self._fetched_at is not None and now - self._fetched_at >= self._ttl and self._may_fetch(now):
             self._start_refresh()  # stale but usable: revalidate without making anyone wait
 
         found = self._find(kid, alg)

@@ -64,8 +64,10 @@ class TokenVerifier:
             raise
         except jwt.PyJWTError as exc:
             description = next(text for kind, text in _JWT_ERRORS if isinstance(exc, kind))
-            # PyJWT's decode messages can quote token bytes; only the exception type reaches the log.
-            detail = type(exc).__name__ if isinstance(exc, jwt.DecodeError) else f"{type(exc).__name__}: {exc}"
+            # PyJWT's decode and header-check messages can quote token bytes (e.g. `crit` values);
+            # for those only the exception type reaches the log.
+            quotes_token = isinstance(exc, jwt.DecodeError) or type(exc) is jwt.InvalidTokenError
+            detail = type(exc).__name__ if quotes_token else f"{type(exc).__name__}: {exc}"
             raise InvalidToken(description, detail=detail) from None
         except Exception as exc:  # noqa: BLE001 - overflowing numbers, deep nesting, odd types: a 401, never a 500
             raise InvalidToken("token is malformed", detail=type(exc).__name__) from None

@@ -1,0 +1,229 @@
+"""The Host/Origin guard on /mcp (DNS-rebinding protection), through the real app and as a unit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.support import BASE_URL, FakeIdP, legacy_headers, make_settings, parse_mcp_response, rpc_body
+from web.app import build_app
+from web.guard import TransportGuard, allowed_hosts_for, origin_of
+
+GET_ME = rpc_body("tools/call", {"name": "get_me", "arguments": {}})
+LOOPBACK_URL = "http://127.0.0.1:8000/mcp"
+
+
+def post(client: TestClient, token: str | None = None, **headers: str) -> int:
+    return client.post("/mcp", json=GET_ME, headers={**legacy_headers(token), **headers}).status_code
+
+
+@pytest.fixture
+def app_client(idp: FakeIdP) -> Iterator[Callable[..., TestClient]]:
+    """Builds the app from settings overrides and opens a TestClient on it; all are closed at the end."""
+    opened: list[TestClient] = []
+
+    def open_client(base_url: str = BASE_URL, **overrides: object) -> TestClient:
+        test_client = TestClient(build_app(make_settings(**overrides)), base_url=base_url)
+        opened.append(test_client.__enter__())
+        return test_client
+
+    yield open_client
+    for test_client in reversed(opened):
+        test_client.__exit__(None, None, None)
+
+
+# --- Host -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["mcp.example.com", "mcp.example.com:443", "MCP.Example.COM", "mcp.example.com:8443"])
+def test_own_host_is_accepted(client, signer, host):
+    response = client.post("/mcp", json=GET_ME, headers={**legacy_headers(signer.token()), "Host": host})
+    assert response.status_code == 200
+    assert parse_mcp_response(response)["result"]["structuredContent"]["user_id"] == "user-123"
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["evil.example.com", "mcp.example.com.evil.net", "localhost:8000", "127.0.0.1", "mcp.example.com:", "x:443"],
+)
+def test_foreign_host_is_421_before_auth(client, signer, host):
+    assert post(client, Host=host) == 421
+    response = client.post("/mcp", json=GET_ME, headers={**legacy_headers(signer.token()), "Host": host})
+    assert response.status_code == 421
+    assert "www-authenticate" not in response.headers
+    assert response.json()["error"] == "misdirected_request"
+
+
+def test_host_is_checked_on_paths_below_mcp(client):
+    assert client.get("/mcp/anything", headers={"Host": "evil.example.com"}).status_code == 421
+
+
+def test_extra_allowed_hosts(app_client, signer):
+    client = app_client(mcp_allowed_hosts=["Internal.SVC", "gw.example.com:8443"])
+    token = signer.token()
+    assert post(client, token, Host="internal.svc") == 200
+    assert post(client, token, Host="internal.svc:8080") == 200
+    assert post(client, token, Host="gw.example.com:8443") == 200
+    assert post(client, token, Host="gw.example.com:9999") == 421
+    assert post(client, token, Host="mcp.example.com") == 200
+    assert post(client, token, Host="evil.example.com") == 421
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1:8000", "127.0.0.1:9999", "localhost:8000", "localhost", "[::1]:8000", "[::1]", "LOCALHOST:1"],
+)
+def test_loopback_url_allows_loopback_names(app_client, signer, host):
+    client = app_client(base_url="http://127.0.0.1:8000", mcp_server_url=LOOPBACK_URL)
+    assert post(client, signer.token(aud=LOOPBACK_URL), Host=host) == 200
+
+
+@pytest.mark.parametrize("host", ["mcp.example.com", "0.0.0.0:8000", "127.0.0.2:8000", "localhost.evil.net:8000"])
+def test_loopback_url_refuses_other_names(app_client, host):
+    client = app_client(base_url="http://127.0.0.1:8000", mcp_server_url=LOOPBACK_URL)
+    assert post(client, Host=host) == 421
+
+
+# --- Origin -----------------------------------------------------------------------------------
+
+
+def test_absent_origin_is_allowed(client, signer):
+    assert post(client, signer.token()) == 200
+
+
+def test_own_origin_is_allowed(client, signer):
+    assert post(client, signer.token(), Origin="https://mcp.example.com") == 200
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://evil.example.com",
+        "null",
+        "http://mcp.example.com",
+        "https://mcp.example.com:8443",
+        "https://app.example.com",
+    ],
+)
+def test_unlisted_origin_is_403_before_auth(client, signer, origin):
+    assert post(client, Origin=origin) == 403
+    response = client.post("/mcp", json=GET_ME, headers={**legacy_headers(signer.token()), "Origin": origin})
+    assert response.status_code == 403
+    assert "www-authenticate" not in response.headers
+    assert response.json()["error"] == "forbidden_origin"
+
+
+def test_configured_origin_is_allowed(app_client, signer):
+    client = app_client(cors_allow_origins=["https://app.example.com"])
+    token = signer.token()
+    assert post(client, token, Origin="https://app.example.com") == 200
+    assert post(client, token, Origin="https://mcp.example.com") == 200
+    assert post(client, token, Origin="https://other.example.com") == 403
+
+
+def test_wildcard_origin_allows_any(app_client, signer):
+    client = app_client(cors_allow_origins=["*"])
+    assert post(client, signer.token(), Origin="https://anything.example.net") == 200
+    assert post(client, signer.token(), Origin="null") == 200
+
+
+def test_wildcard_origin_does_not_relax_host(app_client):
+    client = app_client(cors_allow_origins=["*"])
+    assert post(client, Host="evil.example.com", Origin="https://anything.example.net") == 421
+
+
+def test_loopback_origins(app_client, signer):
+    client = app_client(base_url="http://127.0.0.1:8000", mcp_server_url=LOOPBACK_URL)
+    token = signer.token(aud=LOOPBACK_URL)
+    assert post(client, token, Origin="http://127.0.0.1:8000") == 200
+    assert post(client, token, Origin="http://localhost:3000") == 403
+
+
+@pytest.mark.parametrize("path", ["/.well-known/oauth-protected-resource/mcp", "/healthz", "/readyz"])
+def test_public_paths_are_not_guarded(client, path):
+    response = client.get(path, headers={"Host": "evil.example.com", "Origin": "https://evil.example.com"})
+    assert response.status_code in (200, 503)
+
+
+# --- allowed_hosts_for and origin_of ------------------------------------------------------------
+
+
+LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.1:*", "[::1]", "[::1]:*", "localhost", "localhost:*"]
+
+
+@pytest.mark.parametrize(
+    ("server_url", "expected"),
+    [
+        ("https://mcp.example.com/mcp", ["mcp.example.com", "mcp.example.com:*"]),
+        ("https://MCP.Example.com:8443/mcp", ["mcp.example.com", "mcp.example.com:*"]),
+        ("https://[2001:db8::1]/mcp", ["[2001:db8::1]", "[2001:db8::1]:*"]),
+        ("http://127.0.0.1:8000/mcp", LOOPBACK_HOSTS),
+        ("http://localhost:8000/mcp", LOOPBACK_HOSTS),
+        ("http://[::1]:8000/mcp", LOOPBACK_HOSTS),
+    ],
+)
+def test_allowed_hosts_for(server_url, expected):
+    assert allowed_hosts_for(server_url) == expected
+
+
+def test_allowed_hosts_for_extras():
+    hosts = allowed_hosts_for("https://mcp.example.com/mcp", ["Internal.SVC", "gw.example.com:8443", "[fd00::1]"])
+    assert hosts == sorted(
+        [
+            "mcp.example.com",
+            "mcp.example.com:*",
+            "internal.svc",
+            "internal.svc:*",
+            "gw.example.com:8443",
+            "[fd00::1]",
+            "[fd00::1]:*",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://mcp.example.com/mcp", "https://mcp.example.com"),
+        ("http://127.0.0.1:8000/mcp", "http://127.0.0.1:8000"),
+        ("https://api.example.com/team-a/mcp", "https://api.example.com"),
+    ],
+)
+def test_origin_of(url, origin):
+    assert origin_of(url) == origin
+
+
+def test_request_without_host_header_is_refused():
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):
+        raise AssertionError("the guarded app must not be reached")
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    guard = TransportGuard(app, allowed_hosts=["mcp.example.com"], allowed_origins=[])
+    scope = {"type": "http", "method": "POST", "path": "/mcp", "headers": []}
+    asyncio.run(guard(scope, receive, send))
+    assert sent[0]["status"] == 421
+
+
+def test_guard_passes_lifespan_and_unprotected_paths_through():
+    reached: list[str] = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["type"])
+
+    async def noop(*_):
+        return None
+
+    guard = TransportGuard(app, allowed_hosts=["mcp.example.com"], allowed_origins=[])
+    asyncio.run(guard({"type": "lifespan"}, noop, noop))
+    asyncio.run(guard({"type": "http", "path": "/mcpx", "headers": [(b"host", b"evil")]}, noop, noop))
+    assert reached == ["lifespan", "http"]
