@@ -53,7 +53,7 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
-def _check_url(value: str, *, allow_path: bool = True) -> str:
+def _check_url(value: str) -> str:
     """An absolute http(s) URL without query or fragment; plain http only on loopback."""
     if any(char.isspace() for char in value):  # urlsplit silently drops tabs and newlines
         raise ValueError(f"expected a URL without whitespace, got {value!r}")
@@ -64,8 +64,6 @@ def _check_url(value: str, *, allow_path: bool = True) -> str:
         raise ValueError(f"expected a URL without query or fragment, got {value!r}")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ValueError(f"expected https:// (plain http is allowed only on loopback), got {value!r}")
-    if not allow_path and parts.path not in ("", "/"):
-        raise ValueError(f"expected an origin without a path, got {value!r}")
     return value
 
 
@@ -101,12 +99,22 @@ class Settings(BaseSettings):
     mcp_server_url: str = ""
     mcp_stateless: bool = True
     mcp_allowed_hosts: CommaList = Field(default_factory=list)
-    mcp_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    mcp_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     cors_allow_origins: CommaList = Field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
     log_level: str = "INFO"
+
+    # --- tools ---------------------------------------------------------------------------------
+    # Scope each tool group needs; an empty value means the group needs none.
+    notes_read_scope: str = "read:notes"
+    notes_write_scope: str = "write:notes"
+    calculator_scope: str = "use:calculator"
+    notes_db_path: str = "./data/notes.db"
+    notes_max_title_chars: int = Field(default=200, ge=1, le=10_000)
+    notes_max_content_chars: int = Field(default=100_000, ge=1, le=10_000_000)
+    notes_max_per_owner: int = Field(default=1000, ge=1, le=10_000_000)
 
     # --- embedded development issuer (python server.py --dev only) ------------------------------
     dev_client_id: str = "dev-client"
@@ -175,6 +183,21 @@ class Settings(BaseSettings):
         for scope in value:
             if not _SCOPE_TOKEN.match(scope):
                 raise ValueError(f"{scope!r} is not a valid OAuth scope token")
+        return value
+
+    @field_validator("notes_read_scope", "notes_write_scope", "calculator_scope")
+    @classmethod
+    def _tool_scope(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _SCOPE_TOKEN.match(value):
+            raise ValueError(f"{value!r} is not a valid OAuth scope token (one scope, no spaces or quotes)")
+        return value
+
+    @field_validator("notes_db_path")
+    @classmethod
+    def _db_path(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError('expected a file path, or ":memory:" for a throwaway database')
         return value
 
     @field_validator("oauth_audience")

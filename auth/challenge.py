@@ -35,19 +35,21 @@ class ChallengeResponder:
         self._scopes = tuple(scopes)
 
     async def __call__(self, exc: AuthError, scope: Scope, receive: Receive, send: Send) -> None:
-        body = json.dumps({"error": exc.error or "unauthorized", "error_description": exc.description}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
+        payload = {"error": exc.error or "unauthorized", "error_description": exc.description}
         if isinstance(exc, KeySetUnavailable):
-            headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
+            header = (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
         else:
-            value = www_authenticate(
-                exc,
-                resource_metadata_url=self._resource_metadata_url,
-                scopes=self._scopes,
-            )
-            headers.append((b"www-authenticate", value.encode("latin-1", "replace")))
-        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+            value = www_authenticate(exc, resource_metadata_url=self._resource_metadata_url, scopes=self._scopes)
+            header = (b"www-authenticate", value.encode("latin-1", "replace"))
+        await send_json(send, exc.status, payload, [header])
+
+
+async def send_json(
+    send: Send, status: int, payload: object, extra_headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """A complete small JSON response, straight on the ASGI channel."""
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers.extend(extra_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

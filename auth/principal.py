@@ -22,8 +22,8 @@ class Principal:
 
     @property
     def owner_key(self) -> tuple[str, str]:
-        """What owns per-user data: subjects are unique only per issuer."""
-        return (self.issuer, self.subject)
+        """What owns per-user data: subjects are unique only per issuer; a machine client is its client id."""
+        return (self.issuer, self.client_id if self.is_machine and self.client_id else self.subject)
 
     def has_scopes(self, required: tuple[str, ...] | list[str]) -> bool:
         return all(scope in self.scopes for scope in required)

@@ -34,6 +34,13 @@ EVERY_VARIABLE = {
     "DEV_CLIENT_ID": "my-dev-client",
     "DEV_CLIENT_SECRET": "my-dev-secret",
     "DEV_TOKEN_LIFETIME_SECONDS": "600",
+    "NOTES_READ_SCOPE": "notes.read",
+    "NOTES_WRITE_SCOPE": "api://notes/write",
+    "CALCULATOR_SCOPE": "",
+    "NOTES_DB_PATH": "/var/lib/mcp/notes.db",
+    "NOTES_MAX_TITLE_CHARS": "80",
+    "NOTES_MAX_CONTENT_CHARS": "5000",
+    "NOTES_MAX_PER_OWNER": "2000",
 }
 
 EXPECTED_VALUES = {
@@ -60,6 +67,13 @@ EXPECTED_VALUES = {
     "log_level": "WARNING",
     "dev_client_id": "my-dev-client",
     "dev_token_lifetime_seconds": 600,
+    "notes_read_scope": "notes.read",
+    "notes_write_scope": "api://notes/write",
+    "calculator_scope": "",
+    "notes_db_path": "/var/lib/mcp/notes.db",
+    "notes_max_title_chars": 80,
+    "notes_max_content_chars": 5000,
+    "notes_max_per_owner": 2000,
 }
 
 
@@ -301,6 +315,11 @@ def test_settings_are_frozen(monkeypatch):
         ("LOG_LEVEL", "verbose", "expected DEBUG, INFO, WARNING, ERROR or CRITICAL"),
         ("MCP_STATELESS", "maybe", "valid boolean"),
         ("DEV_CLIENT_ID", "dev:client", "without ':'"),
+        ("NOTES_WRITE_SCOPE", "write notes", "not a valid OAuth scope token"),
+        ("CALCULATOR_SCOPE", 'use:"calc"', "not a valid OAuth scope token"),
+        ("NOTES_DB_PATH", "   ", "expected a file path"),
+        ("NOTES_MAX_PER_OWNER", "0", "greater than or equal to 1"),
+        ("NOTES_MAX_TITLE_CHARS", "many", "valid integer"),
     ],
 )
 def test_bad_value_is_one_line_naming_the_variable(monkeypatch, variable, value, expected):

@@ -1,4 +1,4 @@
-"""Assembles the whole stack: CORS -> transport guard -> bearer auth -> routes (well-knowns, health, MCP)."""
+"""Assembles the stack: CORS -> transport guard -> bearer auth -> scope gate -> routes (well-knowns, health, MCP)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from auth.dev_issuer import DEV_ISSUER_PATH, DevIssuer
 from auth.discovery import DiscoveredJWKSUri
 from auth.jwks import JWKSCache
 from auth.middleware import BearerAuthMiddleware
+from auth.scope_gate import ScopeGate
 from auth.verifier import TokenVerifier
 from settings import Settings
-from tools.registry import build_mcp_server, tool_scopes
+from tools.notes_store import NotesLimits, SQLiteNotesStore
+from tools.registry import build_mcp_server, scopes_by_tool, tool_scopes, tool_specs
 from web.guard import TransportGuard, allowed_hosts_for, origin_of
 from web.health import health_routes
 from web.well_known import resource_metadata_url, well_known_routes
@@ -46,6 +48,7 @@ class Components:
     keys: JWKSCache
     verifier: TokenVerifier
     mcp: MCPServer
+    store: SQLiteNotesStore
 
 
 def scopes_supported(settings: Settings) -> list[str]:
@@ -84,7 +87,16 @@ def build_app(
         leeway=settings.oauth_leeway_seconds,
         max_token_bytes=settings.oauth_max_token_bytes,
     )
-    mcp = build_mcp_server(settings)
+    store = SQLiteNotesStore(
+        settings.notes_db_path,
+        NotesLimits(
+            max_title_chars=settings.notes_max_title_chars,
+            max_content_chars=settings.notes_max_content_chars,
+            max_notes_per_owner=settings.notes_max_per_owner,
+        ),
+    )
+    specs = tool_specs(settings, store)
+    mcp = build_mcp_server(settings, specs)
     # Host and Origin are checked by TransportGuard, against the public URL, before auth.
     mcp_app = mcp.streamable_http_app(
         streamable_http_path=MCP_PATH,
@@ -93,6 +105,7 @@ def build_app(
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
 
+    responder = ChallengeResponder(resource_metadata_url=resource_metadata_url(settings.mcp_server_url), scopes=scopes)
     routes: list[BaseRoute] = [
         *well_known_routes(
             server_url=settings.mcp_server_url,
@@ -100,7 +113,7 @@ def build_app(
             scopes=scopes,
             idp_metadata_url=settings.metadata_url,
         ),
-        *health_routes(keys),
+        *health_routes(keys, store),
     ]
     public_prefixes = ["/.well-known/"]
     if dev_issuer is not None:
@@ -132,27 +145,33 @@ def build_app(
         Middleware(
             BearerAuthMiddleware,
             verifier=verifier,
-            responder=ChallengeResponder(
-                resource_metadata_url=resource_metadata_url(settings.mcp_server_url),
-                scopes=scopes,
-            ),
+            responder=responder,
             resource=settings.mcp_server_url,
             required_scopes=settings.oauth_required_scopes,
             public_paths=["/healthz", "/readyz"],
             public_prefixes=public_prefixes,
         ),
+        Middleware(
+            ScopeGate,
+            tool_scopes=scopes_by_tool(specs),
+            responder=responder,
+            max_body_bytes=settings.mcp_max_body_bytes,
+            path=MCP_PATH,
+        ),
     ]
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with mcp.session_manager.run():
-            if dev_issuer is None:
-                keys.prefetch()  # the dev issuer is this very server: not listening yet
-            try:
+        await store.open()
+        try:
+            async with mcp.session_manager.run():
+                if dev_issuer is None:
+                    keys.prefetch()  # the dev issuer is this very server: not listening yet
                 yield
-            finally:
-                await keys.aclose()
+        finally:
+            await keys.aclose()
+            await store.close()
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.components = Components(keys=keys, verifier=verifier, mcp=mcp)
+    app.state.components = Components(keys=keys, verifier=verifier, mcp=mcp, store=store)
     return app

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from auth.challenge import send_json
 from settings import is_loopback_host
 
 
@@ -87,10 +87,4 @@ class TransportGuard:
 
 
 async def _refuse(send: Send, status: int, error: str, description: str) -> None:
-    body = json.dumps({"error": error, "error_description": description}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, status, {"error": error, "error_description": description})

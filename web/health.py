@@ -7,9 +7,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from auth.jwks import JWKSCache
+from tools.notes_store import NotesStore
 
 
-def health_routes(keys: JWKSCache) -> list[Route]:
+def health_routes(keys: JWKSCache, store: NotesStore) -> list[Route]:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 

@@ -1,0 +1,130 @@
+"""Refuses a `tools/call` whose tool needs a scope the caller lacks, before the SDK runs it.
+
+The JSON-RPC body decides which tool is called; `Mcp-Method`/`Mcp-Name` headers that disagree with
+it are a 400, never a way around the gate. The body is read once (bounded) and replayed to the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from mcp.shared.inbound import NAME_BEARING_METHODS, decode_header_value
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from auth.challenge import ChallengeResponder, send_json
+from auth.errors import InsufficientScope
+
+HEADER_MISMATCH = -32020  # JSON-RPC code the 2026-07-28 transport uses for this
+
+
+class GateRefusal(Exception):
+    def __init__(self, status: int, code: int, message: str, request_id: object = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.request_id = status, code, message, request_id
+
+
+def _messages(document: object) -> list[Mapping[str, Any]]:
+    items = document if isinstance(document, list) else [document]
+    return [item for item in items if isinstance(item, Mapping)]
+
+
+def needed_scopes(
+    document: object, headers: Mapping[str, str], tool_scopes: Mapping[str, tuple[str, ...]]
+) -> tuple[str, ...]:
+    """Every scope the tool calls in this body need; GateRefusal when headers disagree with the body."""
+    needed: dict[str, None] = {}
+    for message in _messages(document):
+        method = message.get("method")
+        params = message.get("params")
+        params = params if isinstance(params, Mapping) else {}
+        header_method = headers.get("mcp-method")
+        if header_method is not None and header_method != method:
+            raise GateRefusal(400, HEADER_MISMATCH, "Mcp-Method header does not match the body", message.get("id"))
+        name_key = NAME_BEARING_METHODS.get(method) if isinstance(method, str) else None
+        header_name = headers.get("mcp-name")
+        named = params.get(name_key) if name_key is not None else None
+        if name_key is not None and header_name is not None and decode_header_value(header_name) != named:
+            raise GateRefusal(400, HEADER_MISMATCH, "Mcp-Name header does not match the body", message.get("id"))
+        if method == "tools/call":
+            name = params.get("name")
+            for scope in tool_scopes.get(name, ()) if isinstance(name, str) else ():
+                needed[scope] = None
+    return tuple(needed)
+
+
+class ScopeGate:
+    """Sits after the bearer middleware; only POSTs to the MCP path are inspected."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tool_scopes: Mapping[str, tuple[str, ...]],
+        responder: ChallengeResponder,
+        max_body_bytes: int,
+        path: str = "/mcp",
+    ) -> None:
+        self.app = app
+        self.tool_scopes = {name: tuple(scopes) for name, scopes in tool_scopes.items()}
+        self.responder = responder
+        self.max_body_bytes = max_body_bytes
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = scope.get("state", {}).get("principal") if scope["type"] == "http" else None
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path or principal is None:
+            await self.app(scope, receive, send)
+            return
+        body, more = await _read_bounded(receive, self.max_body_bytes)
+        if more:
+            await send_json(send, 413, {"error": "request_too_large", "error_description": "request body too large"})
+            return
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            document = None  # not ours to answer: the SDK replies with a JSON-RPC parse error
+        if document is not None:
+            headers = {
+                name.decode("latin-1"): value.decode("latin-1")
+                for name, value in scope["headers"]
+                if name in (b"mcp-method", b"mcp-name")
+            }
+            try:
+                needed = needed_scopes(document, headers, self.tool_scopes)
+            except GateRefusal as refusal:
+                error = {"code": refusal.code, "message": refusal.message}
+                await send_json(send, refusal.status, {"jsonrpc": "2.0", "id": refusal.request_id, "error": error})
+                return
+            if needed and not principal.has_scopes(needed):
+                await self.responder(InsufficientScope(needed), scope, receive, send)
+                return
+        await self.app(scope, _replay(body, receive), send)
+
+
+async def _read_bounded(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The body, and whether it went past `limit` (then it is not read further)."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return bytes(body), False
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return b"", True
+        if not message.get("more_body", False):
+            return bytes(body), False
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # later messages: disconnects, passed through
+
+    return replay
