@@ -52,9 +52,15 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
     overrides = {
         "mcp_server_url": server_url,
         "oauth_audience": [server_url],
+        "oauth_provider": "oidc",
         "oauth_issuer": issuer_url,
         "oauth_jwks_uri": None,
         "oauth_well_known_url": None,
+        # a preset's rules from .env would refuse the dev issuer's tokens
+        "oauth_client_ids": [],
+        "oauth_allowed_tenants": [],
+        "oauth_required_typ": "",
+        "oauth_scope_prefix": "",
     }
     dev = settings.model_copy(update=overrides)
     issuer = DevIssuer(
@@ -88,7 +94,8 @@ Authorization: Bearer {token}
   Another one from the command line:
     curl -s -u {issuer.client_id}:$DEV_CLIENT_SECRET -d grant_type=client_credentials \\
          {issuer.issuer}/token
-  (the default secret is dev-secret; add -d scope=... for a token with fewer scopes)
+  (the default secret is dev-secret; add -d scope=read:notes for a token with fewer scopes,
+   then watch create_note get refused with 403 insufficient_scope)
 
   MCP Inspector (npx @modelcontextprotocol/inspector, then http://localhost:6274):
     1. Transport Type: Streamable HTTP;  URL: {settings.mcp_server_url}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -26,6 +26,16 @@ SUPPORTED_ALGORITHMS = frozenset(
     }
 )
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+
+ENTRA_MULTI_TENANT = frozenset({"organizations", "common"})
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+_AWS_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
+_USER_POOL_ID = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d_[A-Za-z0-9]+$")
+
+Provider = Literal["oidc", "auth0", "okta", "entra", "cognito"]
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
@@ -79,6 +89,18 @@ class Settings(BaseSettings):
     )
 
     # --- identity provider -------------------------------------------------------------------
+    # A preset derives issuer and JWKS URL from the values in the IdP's console and applies its rules;
+    # OAUTH_ISSUER and OAUTH_JWKS_URI, when set, win over what the preset derives.
+    oauth_provider: Provider = "oidc"
+    oauth_domain: str = ""
+    oauth_auth_server_id: str = "default"
+    oauth_tenant_id: str = ""
+    oauth_allowed_tenants: CommaList = Field(default_factory=list)
+    oauth_region: str = ""
+    oauth_user_pool_id: str = ""
+    oauth_client_ids: CommaList = Field(default_factory=list)
+    oauth_required_typ: str = ""
+    oauth_scope_prefix: str = ""
     oauth_issuer: str = Field(
         default="",
         description="the IdP's issuer, exactly as it appears in the tokens' iss claim",
@@ -123,6 +145,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "oauth_audience",
+        "oauth_allowed_tenants",
+        "oauth_client_ids",
         "oauth_algorithms",
         "oauth_required_scopes",
         "mcp_allowed_hosts",
@@ -226,6 +250,53 @@ class Settings(BaseSettings):
             raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
         return level
 
+    @field_validator("oauth_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _HOSTNAME.match(value):
+            raise ValueError(
+                f"expected a bare host name like your-tenant.us.auth0.com (no scheme or path), got {value!r}"
+            )
+        return value
+
+    @field_validator("oauth_tenant_id")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        value = value.strip()
+        if value and value.lower() not in ENTRA_MULTI_TENANT and not _GUID.match(value):
+            raise ValueError(f"expected the directory (tenant) id GUID, or organizations/common, got {value!r}")
+        return value.lower()
+
+    @field_validator("oauth_allowed_tenants")
+    @classmethod
+    def _allowed_tenants(cls, value: list[str]) -> list[str]:
+        for tenant in value:
+            if not _GUID.match(tenant):
+                raise ValueError(f"expected tenant id GUIDs, got {tenant!r}")
+        return [tenant.lower() for tenant in value]
+
+    @field_validator("oauth_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if value and not _AWS_REGION.match(value):
+            raise ValueError(f"expected an AWS region like eu-west-1, got {value!r}")
+        return value
+
+    @field_validator("oauth_user_pool_id")
+    @classmethod
+    def _user_pool(cls, value: str) -> str:
+        if value and not _USER_POOL_ID.match(value):
+            raise ValueError(f"expected a user pool id like eu-west-1_AbCdEf123, got {value!r}")
+        return value
+
+    @field_validator("oauth_auth_server_id")
+    @classmethod
+    def _auth_server_id(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_-]+$", value):
+            raise ValueError(f"expected an Okta authorization server id like default or aus1a2b3c, got {value!r}")
+        return value
+
     @field_validator("dev_client_id")
     @classmethod
     def _dev_client_id(cls, value: str) -> str:
@@ -236,6 +307,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _derived(self) -> Settings:
         # Derived values are computed here once; frozen settings need object.__setattr__.
+        for name, value in _provider_defaults(self).items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, value)
+        _check_provider(self)
         if not self.mcp_server_url:
             host = self.host
             if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard bind has no public name
@@ -249,6 +324,28 @@ class Settings(BaseSettings):
 
     # --- derived views -------------------------------------------------------------------------
     @property
+    def entra_multi_tenant(self) -> bool:
+        return self.oauth_provider == "entra" and self.oauth_tenant_id in ENTRA_MULTI_TENANT
+
+    @property
+    def accepted_issuers(self) -> tuple[str, ...]:
+        """Exact `iss` values accepted. Entra: the tenant's v2 and v1 issuers (the API's manifest picks one)."""
+        if self.oauth_provider == "entra" and not self.entra_multi_tenant and self.oauth_tenant_id:
+            v2 = f"https://login.microsoftonline.com/{self.oauth_tenant_id}/v2.0"
+            v1 = f"https://sts.windows.net/{self.oauth_tenant_id}/"
+            return tuple(dict.fromkeys([self.oauth_issuer, v2, v1]))
+        return (self.oauth_issuer,)
+
+    @property
+    def checks_audience(self) -> bool:
+        """Cognito access tokens carry no `aud`: the app client id (OAUTH_CLIENT_IDS) is checked instead."""
+        return self.oauth_provider != "cognito"
+
+    def public_scope(self, scope: str) -> str:
+        """A scope as clients must ask the IdP for it (Cognito: `{resource-server-id}/{scope}`)."""
+        return f"{self.oauth_scope_prefix}{scope}" if self.oauth_scope_prefix else scope
+
+    @property
     def metadata_url(self) -> str:
         """Where the IdP's discovery document is (configured, else the OIDC location)."""
         return self.oauth_well_known_url or f"{self.oauth_issuer.rstrip('/')}/.well-known/openid-configuration"
@@ -258,6 +355,56 @@ class Settings(BaseSettings):
             raise SettingsError(
                 "OAUTH_ISSUER: missing; expected your IdP's issuer URL "
                 "(e.g. https://your-tenant.auth0.com/), or run `python server.py --dev` for the local dev issuer"
+            )
+
+
+def _provider_defaults(settings: Settings) -> dict[str, str]:
+    """Issuer and JWKS URL a preset derives from the values in the IdP's console."""
+    provider, domain = settings.oauth_provider, settings.oauth_domain
+    if provider == "auth0" and domain:
+        return {"oauth_issuer": f"https://{domain}/", "oauth_jwks_uri": f"https://{domain}/.well-known/jwks.json"}
+    if provider == "okta" and domain:
+        issuer = settings.oauth_issuer or f"https://{domain}/oauth2/{settings.oauth_auth_server_id}"
+        return {"oauth_issuer": issuer, "oauth_jwks_uri": f"{issuer}/v1/keys"}
+    if provider == "entra" and settings.oauth_tenant_id:
+        tenant = settings.oauth_tenant_id
+        return {
+            "oauth_issuer": f"https://login.microsoftonline.com/{tenant}/v2.0",
+            "oauth_jwks_uri": f"https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys",
+        }
+    if provider == "cognito" and settings.oauth_region and settings.oauth_user_pool_id:
+        issuer = f"https://cognito-idp.{settings.oauth_region}.amazonaws.com/{settings.oauth_user_pool_id}"
+        return {"oauth_issuer": issuer, "oauth_jwks_uri": f"{issuer}/.well-known/jwks.json"}
+    return {}
+
+
+def _check_provider(settings: Settings) -> None:
+    """What each preset needs; raised as ValueError so the message names the variable."""
+    provider = settings.oauth_provider
+    if provider == "auth0" and not (settings.oauth_domain or settings.oauth_issuer):
+        raise ValueError("OAUTH_DOMAIN: the auth0 preset needs your tenant's domain, e.g. your-tenant.us.auth0.com")
+    if provider == "okta":
+        if not (settings.oauth_domain or settings.oauth_issuer):
+            raise ValueError("OAUTH_DOMAIN: the okta preset needs your org's domain, e.g. your-org.okta.com")
+        if settings.oauth_issuer and "/oauth2/" not in urlsplit(settings.oauth_issuer).path + "/":
+            raise ValueError(
+                "OAUTH_ISSUER: this is an Okta org authorization server; its access tokens cannot be validated "
+                "outside Okta. Use a custom authorization server (OAUTH_AUTH_SERVER_ID, e.g. default)"
+            )
+    if provider == "entra":
+        if not settings.oauth_tenant_id:
+            raise ValueError("OAUTH_TENANT_ID: the entra preset needs the directory (tenant) id")
+        if settings.entra_multi_tenant and not settings.oauth_allowed_tenants:
+            raise ValueError(
+                f"OAUTH_ALLOWED_TENANTS: OAUTH_TENANT_ID={settings.oauth_tenant_id} accepts tokens from many tenants; "
+                "list the tenant ids you trust"
+            )
+    if provider == "cognito":
+        if not (settings.oauth_issuer or (settings.oauth_region and settings.oauth_user_pool_id)):
+            raise ValueError("OAUTH_USER_POOL_ID: the cognito preset needs OAUTH_REGION and OAUTH_USER_POOL_ID")
+        if not settings.oauth_client_ids:
+            raise ValueError(
+                "OAUTH_CLIENT_IDS: Cognito access tokens have no audience; list the app client ids to accept"
             )
 
 
@@ -273,5 +420,5 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for error in exc.errors():
             message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{_env_name(error['loc'])}: {message}")
+            problems.append(f"{_env_name(error['loc'])}: {message}" if error["loc"] else message)
         raise SettingsError("; ".join(problems)) from None

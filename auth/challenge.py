@@ -30,15 +30,18 @@ def www_authenticate(exc: AuthError, *, resource_metadata_url: str, scopes: Iter
 class ChallengeResponder:
     """Sends the status, `WWW-Authenticate` and a small JSON body for an AuthError."""
 
-    def __init__(self, *, resource_metadata_url: str, scopes: Iterable[str]) -> None:
+    def __init__(self, *, resource_metadata_url: str, scopes: Iterable[str], scope_prefix: str = "") -> None:
         self._resource_metadata_url = resource_metadata_url
         self._scopes = tuple(scopes)
+        self._scope_prefix = scope_prefix  # scopes are named to clients as they must ask the IdP for them
 
     async def __call__(self, exc: AuthError, scope: Scope, receive: Receive, send: Send) -> None:
         payload = {"error": exc.error or "unauthorized", "error_description": exc.description}
         if isinstance(exc, KeySetUnavailable):
             header = (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
         else:
+            if isinstance(exc, InsufficientScope) and self._scope_prefix:
+                exc = InsufficientScope(tuple(self._scope_prefix + scope for scope in exc.required))
             value = www_authenticate(exc, resource_metadata_url=self._resource_metadata_url, scopes=self._scopes)
             header = (b"www-authenticate", value.encode("latin-1", "replace"))
         await send_json(send, exc.status, payload, [header])

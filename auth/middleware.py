@@ -87,13 +87,16 @@ class BearerAuthMiddleware:
         if scope["type"] != "http" or self._is_public(scope):
             await self.app(scope, receive, send)
             return
+        token = ""
         try:
             token = bearer_token(scope["headers"])
             principal = await self.verifier.verify(token)
             if not principal.has_scopes(self.required_scopes):
                 raise InsufficientScope(self.required_scopes)
         except AuthError as exc:
-            if not isinstance(exc, MissingToken):
+            if isinstance(exc, InvalidToken) and token:
+                logger.info("token refused: %s: %s", exc.description, self.verifier.explain(token, exc))
+            elif not isinstance(exc, MissingToken):
                 logger.info("request refused (%s): %s", exc.status, exc.detail)
             await self.responder(exc, scope, receive, send)
             return

@@ -11,6 +11,8 @@ from typing import Any
 
 import jwt
 
+from auth.claim_rules import ClaimRules, shown
+from auth.diagnostics import explain
 from auth.errors import AuthError, InvalidToken
 from auth.jwks import JWKSCache
 from auth.principal import Principal
@@ -36,26 +38,35 @@ _JWT_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
 
 
 class TokenVerifier:
-    """Checks signature (JWKS keys only), algorithm, issuer, audience and lifetime of a JWT access token."""
+    """Checks signature (JWKS keys only), algorithm, issuer, audience and lifetime of a JWT access token,
+    then the IdP-specific claim rules."""
 
     def __init__(
         self,
         keys: JWKSCache,
         *,
-        issuer: str,
-        audiences: Iterable[str],
         algorithms: Iterable[str],
+        rules: ClaimRules | None = None,
+        issuer: str | None = None,
+        audiences: Iterable[str] = (),
         leeway: float = 30,
         max_token_bytes: int = 16384,
     ) -> None:
+        if rules is None:
+            if issuer is None:
+                raise ValueError("give either rules or an issuer")
+            rules = ClaimRules(issuers=(issuer,), audiences=tuple(audiences))
+        if rules.audiences is not None and not rules.audiences:
+            raise ValueError("at least one audience is required")
+        if rules.audiences is None and not rules.client_ids:
+            raise ValueError("without an audience check, client ids must be listed")
         self._keys = keys
-        self._issuer = issuer
-        self._audiences = list(audiences)
+        self.rules = rules
+        self._audiences = list(rules.audiences) if rules.audiences is not None else None
+        self._required = ["exp", "iss", "aud"] if rules.audiences is not None else ["exp", "iss"]
         self._algorithms = frozenset(algorithms)
         self._leeway = leeway
         self._max_token_bytes = max_token_bytes
-        if not self._audiences:
-            raise ValueError("at least one audience is required")
 
     async def verify(self, token: str) -> Principal:
         try:
@@ -72,23 +83,23 @@ class TokenVerifier:
         except Exception as exc:  # noqa: BLE001 - overflowing numbers, deep nesting, odd types: a 401, never a 500
             raise InvalidToken("token is malformed", detail=type(exc).__name__) from None
 
+    def explain(self, token: str, error: InvalidToken) -> str:
+        """The log line for a refusal: the error's detail plus what the token's claims suggest."""
+        hint = explain(token, error.description, self.rules) if len(token) <= self._max_token_bytes else ""
+        return f"{error.detail}; {hint}" if hint and hint not in error.detail else error.detail
+
     async def _verify(self, token: str) -> Principal:
         if len(token) > self._max_token_bytes:
             raise InvalidToken("token is too large")
         if token.count(".") != 2:
-            raise InvalidToken(
-                "token is not a JWT",
-                detail="not three dot-separated parts (opaque token?)",
-            )
+            raise InvalidToken("token is not a JWT", detail="not three dot-separated parts")
         header = jwt.get_unverified_header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._algorithms:
-            raise InvalidToken(
-                "token algorithm is not accepted",
-                detail=f"alg {str(alg)[:16]!r} not allowed",
-            )
+            raise InvalidToken("token algorithm is not accepted", detail=f"alg {shown(alg, 24)} not allowed")
         if "crit" in header:
             raise InvalidToken("token has unsupported critical header parameters")
+        self.rules.check_header(header)
         kid = header.get("kid")
         if kid is not None and (not isinstance(kid, str) or len(kid) > _MAX_KID_LENGTH):
             raise InvalidToken("token kid is malformed")
@@ -99,11 +110,14 @@ class TokenVerifier:
             key=key.key,
             algorithms=[alg],
             audience=self._audiences,
-            issuer=self._issuer,
             leeway=self._leeway,
-            options={"require": ["exp", "iss", "aud"], "verify_signature": True},
+            options={"require": self._required},
         )
-        return principal_from_claims(claims)
+        # PyJWT checked signature, exp, nbf, iat and aud; the issuer is ours to check (exact or per tenant).
+        self.rules.check_issuer(claims)
+        principal = principal_from_claims(claims, scope_prefix=self.rules.scope_prefix)
+        self.rules.check_claims(claims, principal.client_id)
+        return principal
 
 
 def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool) -> datetime | None:
@@ -136,8 +150,9 @@ def _string_list(value: Any, name: str, *, space_separated: bool) -> list[str]:
     raise InvalidToken(f"token {name} claim has an unexpected type")
 
 
-def normalise_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
-    """Scopes from every dialect: `scope` (string), `scp` (string or list), `permissions` and `roles` (lists)."""
+def normalise_scopes(claims: Mapping[str, Any], *, prefix: str = "") -> frozenset[str]:
+    """Scopes from every dialect: `scope` (string), `scp` (string or list), `permissions` and `roles` (lists).
+    With a prefix (Cognito's `{resource-server-id}/`), `{prefix}{scope}` also counts as `{scope}`."""
     scopes: list[str] = []
     if "scope" in claims and not isinstance(claims["scope"], str | None):
         raise InvalidToken("token scope claim is not a string")
@@ -145,6 +160,8 @@ def normalise_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
     scopes += _string_list(claims.get("scp"), "scp", space_separated=True)
     scopes += _string_list(claims.get("permissions"), "permissions", space_separated=False)
     scopes += _string_list(claims.get("roles"), "roles", space_separated=False)
+    if prefix:
+        scopes += [scope[len(prefix) :] for scope in scopes if scope.startswith(prefix) and len(scope) > len(prefix)]
     return frozenset(scopes)
 
 
@@ -163,7 +180,7 @@ def is_machine_token(claims: Mapping[str, Any], subject: str, client_id: str | N
     return client_id is not None and subject in (client_id, f"{client_id}@clients")
 
 
-def principal_from_claims(claims: dict[str, Any]) -> Principal:
+def principal_from_claims(claims: dict[str, Any], *, scope_prefix: str = "") -> Principal:
     """The only place raw claims become an identity. Claims must already be verified."""
     expires_at = _numeric_date(claims, "exp", required=True)
     issued_at = _numeric_date(claims, "iat", required=False)
@@ -179,7 +196,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         client_id=client_id,
         issuer=issuer,
         audience=audience,
-        scopes=normalise_scopes(claims),
+        scopes=normalise_scopes(claims, prefix=scope_prefix),
         expires_at=expires_at,
         issued_at=issued_at,
         token_id=_optional_str(claims, "jti"),

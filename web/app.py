@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount
 
 from auth.challenge import ChallengeResponder
+from auth.claim_rules import ClaimRules
 from auth.dev_issuer import DEV_ISSUER_PATH, DevIssuer
 from auth.discovery import DiscoveredJWKSUri
 from auth.jwks import JWKSCache
@@ -52,7 +53,9 @@ class Components:
 
 
 def scopes_supported(settings: Settings) -> list[str]:
-    return list(dict.fromkeys([*settings.oauth_required_scopes, *tool_scopes(settings)]))
+    """Scopes as clients must request them from the IdP (with OAUTH_SCOPE_PREFIX, if any)."""
+    scopes = [*settings.oauth_required_scopes, *tool_scopes(settings)]
+    return list(dict.fromkeys(settings.public_scope(scope) for scope in scopes))
 
 
 def build_jwks_cache(settings: Settings) -> JWKSCache:
@@ -81,8 +84,7 @@ def build_app(
     keys = build_jwks_cache(settings)
     verifier = TokenVerifier(
         keys,
-        issuer=settings.oauth_issuer,
-        audiences=settings.oauth_audience,
+        rules=ClaimRules.from_settings(settings),
         algorithms=settings.oauth_algorithms,
         leeway=settings.oauth_leeway_seconds,
         max_token_bytes=settings.oauth_max_token_bytes,
@@ -105,7 +107,11 @@ def build_app(
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
 
-    responder = ChallengeResponder(resource_metadata_url=resource_metadata_url(settings.mcp_server_url), scopes=scopes)
+    responder = ChallengeResponder(
+        resource_metadata_url=resource_metadata_url(settings.mcp_server_url),
+        scopes=scopes,
+        scope_prefix=settings.oauth_scope_prefix,
+    )
     routes: list[BaseRoute] = [
         *well_known_routes(
             server_url=settings.mcp_server_url,
