@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import sys
@@ -12,6 +13,7 @@ import uvicorn
 from sse_starlette.sse import AppStatus
 
 from auth.dev_issuer import DEV_ISSUER_PATH, DevIssuer
+from auth.doctor import Doctor
 from settings import Settings, SettingsError, is_loopback_host, load_settings
 from web.app import build_app, scopes_supported
 
@@ -106,15 +108,31 @@ Authorization: Bearer {token}
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="MCP resource server that validates OAuth bearer tokens.")
-    parser.add_argument(
-        "--dev",
-        action="store_true",
-        help="run with the embedded development issuer (loopback only)",
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="MCP resource server that validates OAuth bearer tokens.",
+        epilog="`python server.py doctor [TOKEN]` checks the configuration and the IdP, and explains a token "
+        "(from the argument, or stdin when piped) rule by rule.",
     )
+    parser.add_argument("--dev", action="store_true", help="run with the embedded development issuer (loopback only)")
+    parser.add_argument("command", nargs="?", choices=["serve", "doctor"], default="serve", help="default: serve")
+    parser.add_argument("token", nargs="?", help="doctor only: a token to explain ('-' reads stdin)")
     args = parser.parse_args(argv)
+    if args.token is not None and args.command != "doctor":
+        parser.error("a token argument is only taken by the doctor command")
+    return args
 
+
+def read_token(argument: str | None) -> str | None:
+    if argument not in (None, "-"):
+        return argument
+    if argument == "-" or not sys.stdin.isatty():
+        return sys.stdin.read(65536).strip() or None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     issuer = None
     try:
         settings = load_settings()
@@ -122,11 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         configured_issuer = settings.oauth_issuer
         if args.dev:
             settings, issuer = dev_settings(settings)
-        app = build_app(
-            settings,
-            dev_issuer=issuer,
-            extra_origins=INSPECTOR_ORIGINS if args.dev else (),
-        )
+        if args.command == "doctor":
+            settings.require_issuer()
+            return asyncio.run(Doctor(settings, print).run(read_token(args.token)))
+        app = build_app(settings, dev_issuer=issuer, extra_origins=INSPECTOR_ORIGINS if args.dev else ())
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -147,6 +147,22 @@ class JWKSCache:
     def age(self) -> float | None:
         return None if self._fetched_at is None else self._clock() - self._fetched_at
 
+    @property
+    def key_count(self) -> int:
+        return sum(len(keys) for keys in self._keys.values())
+
+    def has_kid(self, kid: object) -> bool:
+        return isinstance(kid, str | None) and kid in self._keys
+
+    def describe(self) -> list[str]:
+        """One line per held key, for diagnostics: kid, type, curve or size, algorithm."""
+        lines = []
+        for kid, keys in self._keys.items():
+            for key in keys:
+                size = f"{key.key.key_size} bits" if isinstance(key.key, RSAPublicKey) else key.crv
+                lines.append(f"{kid!r}: {key.kty} {size}, alg {key.alg or 'any fitting'}")
+        return lines
+
     # --- lookups -------------------------------------------------------------------------------
     async def get_key(self, kid: str | None, alg: str) -> VerificationKey:
         now = self._clock()

@@ -83,7 +83,7 @@ class TokenVerifier:
         except Exception as exc:  # noqa: BLE001 - overflowing numbers, deep nesting, odd types: a 401, never a 500
             raise InvalidToken("token is malformed", detail=type(exc).__name__) from None
 
-    def explain(self, token: str, error: InvalidToken) -> str:
+    def explain(self, token: str, error: AuthError) -> str:
         """The log line for a refusal: the error's detail plus what the token's claims suggest."""
         hint = explain(token, error.description, self.rules) if len(token) <= self._max_token_bytes else ""
         return f"{error.detail}; {hint}" if hint and hint not in error.detail else error.detail
