@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from auth.claim_rules import ClaimRules, shown
+from auth.claim_rules import ClaimRules, issuer_hint, shown
 from auth.diagnostics import audience_hint, looks_like_id_token, shape_hint, unverified_claims, unverified_header
 from auth.discovery import discover_jwks_uri
 from auth.errors import AuthError
@@ -92,13 +92,13 @@ class Doctor:
         self.check(alg in self.settings.oauth_algorithms, f"algorithm {shown(alg)} is allowed", "see OAUTH_ALGORITHMS")
         self.check("crit" not in header, "no critical header extensions")
         if self.rules.required_typ:
-            self.check(
-                str(header.get("typ", "")).lower()
-                in (self.rules.required_typ, f"application/{self.rules.required_typ}"),
-                f"typ {shown(header.get('typ'))} is {self.rules.required_typ!r}",
-            )
+            typ, wanted = str(header.get("typ", "")).lower(), self.rules.required_typ.lower()
+            self.check(typ in (wanted, f"application/{wanted}"), f"typ {shown(header.get('typ'))} is {wanted!r}")
         self.check(keys.has_kid(kid), f"kid {shown(kid)} is in the JWKS", "a rotated key? a token from another IdP?")
         self._explain_claims(claims, header)
+        if not keys.ready:
+            self.check(False, "VERDICT: cannot be checked without the IdP's signing keys (see above)")
+            return
         verifier = TokenVerifier(
             keys, rules=self.rules, algorithms=self.settings.oauth_algorithms, leeway=self.settings.oauth_leeway_seconds
         )
@@ -117,7 +117,8 @@ class Doctor:
     def _explain_claims(self, claims: dict[str, Any], header: dict[str, Any]) -> None:
         issuer = claims.get("iss")
         if self.rules.issuers:
-            self.check(issuer in self.rules.issuers, f"issuer {shown(issuer)} is accepted", "compared exactly")
+            hint = issuer_hint(issuer, self.rules.issuers)
+            self.check(issuer in self.rules.issuers, f"issuer {shown(issuer)} is accepted", hint)
         if self.rules.audiences is not None:
             aud = claims.get("aud")
             audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
