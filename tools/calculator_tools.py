@@ -6,11 +6,12 @@ from collections.abc import Callable
 from typing import Annotated
 
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import Field
+from pydantic import Field, StrictFloat
 
 from tools import calculator
 
-Number = Annotated[float, Field(description="a finite number")]
+# Strict: otherwise pydantic turns true into 1.0 and "2" into 2.0 before the calculator can refuse them.
+Number = Annotated[StrictFloat, Field(description="a finite number")]
 
 
 def _run(operation: Callable[..., float], *args: object) -> float:
@@ -35,13 +36,13 @@ async def multiply_numbers(a: Number, b: Number) -> float:
     return _run(calculator.multiply, a, b)
 
 
-async def divide_numbers(a: Number, b: Annotated[float, Field(description="a finite, non-zero number")]) -> float:
+async def divide_numbers(a: Number, b: Annotated[StrictFloat, Field(description="a finite, non-zero number")]) -> float:
     """Divide a by b: a / b."""
     return _run(calculator.divide, a, b)
 
 
 async def calculate_sum(
-    numbers: Annotated[list[float], Field(description=f"at most {calculator.MAX_NUMBERS} finite numbers")],
+    numbers: Annotated[list[StrictFloat], Field(description=f"at most {calculator.MAX_NUMBERS} finite numbers")],
 ) -> float:
     """Add up a list of numbers (exactly rounded)."""
     return _run(calculator.total, numbers)

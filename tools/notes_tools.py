@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt, ValidatorFunctionWrapHandler, WrapValidator
 
 from tools.caller import current_principal
 from tools.notes_store import Note, NotesError, NotesStorageError, NotesStore, Owner
@@ -17,6 +17,16 @@ from tools.notes_store import Note, NotesError, NotesStorageError, NotesStore, O
 logger = logging.getLogger(__name__)
 
 NoteId = Annotated[str, Field(description="the id returned by create_note or list_notes")]
+
+
+def _null_means_unchanged(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    return None if value is None else handler(value)
+
+
+# The type is `str` (null still accepted, meaning "unchanged") on purpose: the SDK JSON-decodes string
+# arguments of any other declared type, so with `str | None` content like '[1, 2]' or 'null' would be
+# turned into a list or None before the tool saw it.
+OptionalText = Annotated[str, WrapValidator(_null_means_unchanged), Field(description="omit (or null) to keep")]
 
 
 class NoteView(BaseModel):
@@ -81,7 +91,7 @@ def notes_tools(store: NotesStore) -> dict[str, Callable[..., Any]]:
 
     async def list_notes(
         ctx: Context,
-        limit: Annotated[int, Field(description="notes per page")] = 20,
+        limit: Annotated[StrictInt, Field(description="notes per page")] = 20,
         cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
     ) -> NoteList:
         """List your notes, oldest first, a page at a time."""
@@ -92,8 +102,8 @@ def notes_tools(store: NotesStore) -> dict[str, Callable[..., Any]]:
     async def update_note(
         note_id: NoteId,
         ctx: Context,
-        title: Annotated[str | None, Field(description="a new title, or omit")] = None,
-        content: Annotated[str | None, Field(description="new content, or omit")] = None,
+        title: OptionalText = None,
+        content: OptionalText = None,
     ) -> NoteView:
         """Change the title and/or content of one of your notes."""
         with _as_tool_errors():
