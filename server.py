@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from types import FrameType
 
 import uvicorn
 from sse_starlette.sse import AppStatus
+from starlette.types import ASGIApp
 
 from auth.dev_issuer import DEV_ISSUER_PATH, DevIssuer
 from auth.doctor import Doctor
 from settings import Settings, SettingsError, is_loopback_host, load_settings
 from web.app import build_app, scopes_supported
+from web.log_format import configure_logging
 
 INSPECTOR_ORIGINS = ("http://localhost:6274", "http://127.0.0.1:6274")
 EXIT_CONFIG = 2
@@ -31,14 +32,20 @@ class GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def configure_logging(level: str) -> None:
-    # Before MCPServer is built: its own basicConfig call is then a no-op.
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
+    """How the app is served; X-Forwarded-For/-Proto are believed only from FORWARDED_ALLOW_IPS peers."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        server_header=False,
+        access_log=False,  # uvicorn's access line would print query strings; web.access_log writes ours
+        log_config=None,
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=list(settings.forwarded_allow_ips),
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
@@ -136,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     issuer = None
     try:
         settings = load_settings()
-        configure_logging(settings.log_level)
+        # Before MCPServer is built: its own basicConfig call is then a no-op.
+        configure_logging(settings.log_level, settings.log_format)
         configured_issuer = settings.oauth_issuer
         if args.dev:
             settings, issuer = dev_settings(settings)
@@ -150,16 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if issuer is not None:
         print_dev_banner(settings, issuer, configured_issuer)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-        server_header=False,
-        access_log=False,  # uvicorn's access line would print query strings, which may carry tokens
-        log_config=None,
-    )
+    config = uvicorn_config(app, settings)
     # sse-starlette ends every SSE stream once uvicorn starts shutting down, which cut legacy-era answers
     # still in flight; the grace period covers them instead (a stream still open when it ends is cancelled).
     AppStatus.disable_automatic_graceful_drain()

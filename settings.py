@@ -36,6 +36,9 @@ _AWS_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
 _USER_POOL_ID = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d_[A-Za-z0-9]+$")
 
 Provider = Literal["oidc", "auth0", "okta", "entra", "cognito"]
+LogFormat = Literal["text", "json"]
+LOOPBACK_PROXIES = ("127.0.0.1", "::1")
+MIN_METRICS_TOKEN_CHARS = 16
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
@@ -126,7 +129,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # Peers whose X-Forwarded-For/-Proto are believed (IPs or CIDR networks, or *); empty: none.
+    forwarded_allow_ips: CommaList = Field(default_factory=lambda: list(LOOPBACK_PROXIES))
     log_level: str = "INFO"
+    log_format: LogFormat = "text"
+    # When set, GET /metrics needs `Authorization: Bearer <token>`; when unset, only loopback may scrape.
+    metrics_token: SecretStr | None = None
 
     # --- tools ---------------------------------------------------------------------------------
     # Scope each tool group needs; an empty value means the group needs none.
@@ -151,6 +159,7 @@ class Settings(BaseSettings):
         "oauth_required_scopes",
         "mcp_allowed_hosts",
         "cors_allow_origins",
+        "forwarded_allow_ips",
         mode="before",
     )
     @classmethod
@@ -249,6 +258,46 @@ class Settings(BaseSettings):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
         return level
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value not in ("text", "json"):
+                raise ValueError(f"expected text or json, got {value!r}")
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _forwarded_allow_ips(cls, value: list[str]) -> list[str]:
+        if "*" in value:
+            if len(value) > 1:
+                raise ValueError("expected * alone (trust every peer) or a list of IPs and CIDR networks")
+            return value
+        for item in value:
+            try:
+                if "/" in item:
+                    ipaddress.ip_network(item, strict=False)
+                else:
+                    ipaddress.ip_address(item)
+            except ValueError:
+                raise ValueError(f"expected IP addresses or CIDR networks like 10.0.0.0/8, got {item!r}") from None
+        return value
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _metrics_token(cls, value: Any) -> Any:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        if isinstance(raw, str):
+            # The value itself never goes into the message: it is a secret.
+            if raw != raw.strip() or any(char.isspace() or not char.isprintable() for char in raw):
+                raise ValueError("expected a token without spaces or control characters")
+            if len(raw) < MIN_METRICS_TOKEN_CHARS:
+                raise ValueError(f"expected at least {MIN_METRICS_TOKEN_CHARS} characters (e.g. openssl rand -hex 32)")
+        return value
 
     @field_validator("oauth_domain")
     @classmethod

@@ -36,6 +36,7 @@ class ChallengeResponder:
         self._scope_prefix = scope_prefix  # scopes are named to clients as they must ask the IdP for them
 
     async def __call__(self, exc: AuthError, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("state", {})["auth_outcome"] = exc.error or "missing"  # read by the access log
         payload = {"error": exc.error or "unauthorized", "error_description": exc.description}
         if isinstance(exc, KeySetUnavailable):
             header = (b"retry-after", str(RETRY_AFTER_SECONDS).encode())

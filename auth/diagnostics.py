@@ -79,7 +79,15 @@ def explain(token: str, description: str, rules: ClaimRules) -> str:
     if token.count(".") != 2:
         return shape_hint(token)
     claims, header = unverified_claims(token), unverified_header(token)
-    if description == "token audience is not accepted":
+    # A Graph token fails on its signature (Graph signs a hash of the header nonce); a missing aud fails
+    # PyJWT's required-claims check first: both are audience problems to the user.
+    graph = "nonce" in header or str(claims.get("aud")) in GRAPH_AUDIENCES
+    missing_aud = description == "token is missing a required claim" and "aud" not in claims
+    if (
+        description == "token audience is not accepted"
+        or missing_aud
+        or (description == "token signature is invalid" and graph)
+    ):
         return audience_hint(claims, header, rules.audiences)
     if description == "token issuer is not accepted" and not rules.allowed_tenants:
         return issuer_hint(claims.get("iss"), rules.issuers)

@@ -10,6 +10,10 @@ from auth.http_fetch import FetchError, fetch_json_object
 from settings import is_loopback_host
 
 
+class IssuerMismatch(FetchError):
+    """A discovery document was found but names another issuer: OAUTH_ISSUER is likely wrong."""
+
+
 def metadata_candidates(issuer: str, well_known_url: str | None) -> list[str]:
     """The configured metadata URL, else the OIDC location then the RFC 8414 one."""
     if well_known_url:
@@ -48,6 +52,7 @@ async def discover_jwks_uri(
 ) -> str:
     """The jwks_uri of the first discovery document that names exactly our issuer."""
     problems = []
+    mismatch = False
     for url in metadata_candidates(issuer, well_known_url):
         try:
             document = await fetch_json_object(client, url, timeout=timeout)
@@ -55,13 +60,14 @@ async def discover_jwks_uri(
             problems.append(str(exc))
             continue
         if document.get("issuer") != issuer:
+            mismatch = True
             problems.append(
                 f"{url} names issuer {document.get('issuer')!r}, not OAUTH_ISSUER {issuer!r} "
                 "(they must match exactly, trailing slash included)"
             )
             continue
         return check_jwks_uri(document.get("jwks_uri"), url)
-    raise FetchError("discovery failed: " + "; ".join(problems))
+    raise (IssuerMismatch if mismatch else FetchError)("discovery failed: " + "; ".join(problems))
 
 
 class DiscoveredJWKSUri:

@@ -11,7 +11,7 @@ import httpx
 
 from auth.claim_rules import ClaimRules, issuer_hint, shown
 from auth.diagnostics import audience_hint, looks_like_id_token, shape_hint, unverified_claims, unverified_header
-from auth.discovery import discover_jwks_uri
+from auth.discovery import IssuerMismatch, discover_jwks_uri
 from auth.errors import AuthError
 from auth.http_fetch import FetchError
 from auth.jwks import JWKSCache
@@ -69,7 +69,12 @@ class Doctor:
                 self.check(True, f"discovery names issuer {s.oauth_issuer!r}; jwks_uri {discovered}")
                 jwks_uri = jwks_uri or discovered
             except FetchError as exc:
-                if jwks_uri:
+                # A document naming another issuer means tokens will carry that iss, JWKS or not
+                # (Entra multi-tenant metadata names the {tenantid} template by design).
+                mismatch = isinstance(exc, IssuerMismatch) and not s.entra_multi_tenant
+                if mismatch:
+                    self.check(False, f"discovery: {exc}", "set OAUTH_ISSUER to the issuer the IdP publishes, exactly")
+                elif jwks_uri:
                     self.info(f"discovery unavailable ({exc}); using OAUTH_JWKS_URI")
                 else:
                     self.check(False, f"discovery: {exc}", "set OAUTH_WELL_KNOWN_URL or OAUTH_JWKS_URI")

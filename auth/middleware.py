@@ -85,6 +85,8 @@ class BearerAuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._is_public(scope):
+            if scope["type"] == "http":
+                scope.setdefault("state", {})["auth_outcome"] = "not_required"
             await self.app(scope, receive, send)
             return
         token = ""
@@ -104,7 +106,9 @@ class BearerAuthMiddleware:
         user = AuthenticatedUser(access_token_for(principal, token, self.resource))
         scope["user"] = user
         scope["auth"] = AuthCredentials(sorted(principal.scopes))
-        scope.setdefault("state", {})["principal"] = principal
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        state["auth_outcome"] = "ok"
         context = auth_context_var.set(user)
         try:
             await self.app(scope, receive, send)

@@ -54,6 +54,12 @@ def needed_scopes(
     return tuple(needed)
 
 
+def called_tools(document: object) -> list[object]:
+    """The `name` of every tools/call in a JSON-RPC message or batch (unvalidated: labels bound them)."""
+    calls = [message for message in _messages(document) if message.get("method") == "tools/call"]
+    return [params.get("name") if isinstance(params := call.get("params"), Mapping) else None for call in calls]
+
+
 class ScopeGate:
     """Sits after the bearer middleware; only POSTs to the MCP path are inspected."""
 
@@ -98,6 +104,7 @@ class ScopeGate:
                 await send_json(send, refusal.status, {"jsonrpc": "2.0", "id": refusal.request_id, "error": error})
                 return
             if needed and not principal.has_scopes(needed):
+                scope["state"]["refused_tools"] = called_tools(document)  # counted by the metrics
                 await self.responder(InsufficientScope(needed), scope, receive, send)
                 return
         await self.app(scope, _replay(body, receive), send)

@@ -177,6 +177,8 @@ def is_machine_token(claims: Mapping[str, Any], subject: str, client_id: str | N
     """Client-credentials tokens, in each IdP's dialect."""
     if claims.get("gty") == "client-credentials" or claims.get("idtyp") == "app":
         return True
+    if "tid" in claims and "scp" not in claims and claims.get("oid") == subject:
+        return True  # Entra app-only (idtyp is an optional claim): no scp, the subject is the service principal
     return client_id is not None and subject in (client_id, f"{client_id}@clients")
 
 

@@ -10,6 +10,16 @@ from pydantic import SecretStr
 from settings import DEFAULT_ALGORITHMS, Settings, SettingsError, load_settings
 
 EVERY_VARIABLE = {
+    "OAUTH_PROVIDER": "cognito",
+    "OAUTH_DOMAIN": "login.example.com",
+    "OAUTH_AUTH_SERVER_ID": "aus1a2b3c4d",
+    "OAUTH_TENANT_ID": "6F1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D",
+    "OAUTH_ALLOWED_TENANTS": "11111111-2222-4333-8444-555555555555, AAAAAAAA-BBBB-4CCC-8DDD-EEEEEEEEEEEE",
+    "OAUTH_REGION": "eu-west-1",
+    "OAUTH_USER_POOL_ID": "eu-west-1_AbCdEf123",
+    "OAUTH_CLIENT_IDS": "app-one, ,app-two",
+    "OAUTH_REQUIRED_TYP": "at+jwt",
+    "OAUTH_SCOPE_PREFIX": "mcp-api/",
     "OAUTH_ISSUER": "https://idp.example.com/",
     "OAUTH_AUDIENCE": "api://mcp,https://mcp.example.com/mcp",
     "OAUTH_JWKS_URI": "https://idp.example.com/.well-known/jwks.json",
@@ -31,6 +41,9 @@ EVERY_VARIABLE = {
     "PORT": "9100",
     "SHUTDOWN_GRACE_SECONDS": "7",
     "LOG_LEVEL": "warning",
+    "FORWARDED_ALLOW_IPS": "10.0.0.0/8, ,192.168.1.10",
+    "LOG_FORMAT": "JSON",
+    "METRICS_TOKEN": "scrape-token-0123456789",
     "DEV_CLIENT_ID": "my-dev-client",
     "DEV_CLIENT_SECRET": "my-dev-secret",
     "DEV_TOKEN_LIFETIME_SECONDS": "600",
@@ -44,7 +57,17 @@ EVERY_VARIABLE = {
 }
 
 EXPECTED_VALUES = {
-    "oauth_issuer": "https://idp.example.com/",
+    "oauth_provider": "cognito",
+    "oauth_domain": "login.example.com",
+    "oauth_auth_server_id": "aus1a2b3c4d",
+    "oauth_tenant_id": "6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+    "oauth_allowed_tenants": ["11111111-2222-4333-8444-555555555555", "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"],
+    "oauth_region": "eu-west-1",
+    "oauth_user_pool_id": "eu-west-1_AbCdEf123",
+    "oauth_client_ids": ["app-one", "app-two"],
+    "oauth_required_typ": "at+jwt",
+    "oauth_scope_prefix": "mcp-api/",
+    "oauth_issuer": "https://idp.example.com/",  # set explicitly: wins over the cognito preset's issuer
     "oauth_audience": ["api://mcp", "https://mcp.example.com/mcp"],
     "oauth_jwks_uri": "https://idp.example.com/.well-known/jwks.json",
     "oauth_well_known_url": "https://idp.example.com/.well-known/openid-configuration",
@@ -65,6 +88,9 @@ EXPECTED_VALUES = {
     "port": 9100,
     "shutdown_grace_seconds": 7.0,
     "log_level": "WARNING",
+    "forwarded_allow_ips": ["10.0.0.0/8", "192.168.1.10"],
+    "log_format": "json",
+    "metrics_token": SecretStr("scrape-token-0123456789"),
     "dev_client_id": "my-dev-client",
     "dev_token_lifetime_seconds": 600,
     "notes_read_scope": "notes.read",
@@ -109,6 +135,7 @@ def settings_error(values: dict[str, str], monkeypatch) -> str:
 
 def test_the_test_table_covers_every_field():
     assert {name.upper() for name in Settings.model_fields} == set(EVERY_VARIABLE)
+    assert set(Settings.model_fields) == {*EXPECTED_VALUES, "dev_client_secret"}
 
 
 def test_every_variable_is_read(configure):
@@ -132,6 +159,10 @@ def test_defaults_without_any_variable():
     assert settings.oauth_jwks_uri is None
     assert settings.oauth_leeway_seconds == 30
     assert settings.log_level == "INFO"
+    assert settings.oauth_provider == "oidc"
+    assert settings.oauth_auth_server_id == "default"
+    assert settings.oauth_client_ids == []
+    assert settings.oauth_required_typ == ""
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mcp.server.context import ServerMiddleware
 from mcp.server.mcpserver import MCPServer
 
 from settings import Settings
@@ -66,12 +67,15 @@ def tool_scopes(settings: Settings) -> list[str]:
     return list(dict.fromkeys(scope for scope in groups if scope))
 
 
-def build_mcp_server(settings: Settings, specs: list[ToolSpec]) -> MCPServer:
+def build_mcp_server(
+    settings: Settings, specs: list[ToolSpec], *, middleware: Sequence[ServerMiddleware[Any]] = ()
+) -> MCPServer:
+    """`middleware` (e.g. metrics) runs inside the scope re-check, right around the tools."""
     server = MCPServer(
         "oauth-resource-server",
         instructions=INSTRUCTIONS,
         log_level=settings.log_level,
-        middleware=[ToolScopeCheck(scopes_by_tool(specs))],
+        middleware=[ToolScopeCheck(scopes_by_tool(specs)), *middleware],
     )
     for spec in specs:
         server.add_tool(

@@ -1,4 +1,4 @@
-"""Assembles the stack: CORS -> transport guard -> bearer auth -> scope gate -> routes (well-knowns, health, MCP)."""
+"""Assembles the stack: CORS -> access log -> transport guard -> bearer auth -> scope gate -> routes."""
 
 from __future__ import annotations
 
@@ -24,8 +24,12 @@ from auth.verifier import TokenVerifier
 from settings import Settings
 from tools.notes_store import NotesLimits, SQLiteNotesStore
 from tools.registry import build_mcp_server, scopes_by_tool, tool_scopes, tool_specs
+from web.access_log import AccessLog
 from web.guard import TransportGuard, allowed_hosts_for, origin_of
 from web.health import health_routes
+from web.metrics import Metrics
+from web.metrics_route import METRICS_PATH, metrics_routes
+from web.tool_metrics import ToolCallMetrics
 from web.well_known import resource_metadata_url, well_known_routes
 
 MCP_PATH = "/mcp"
@@ -38,8 +42,9 @@ CORS_ALLOW_HEADERS = [
     "Mcp-Method",
     "Mcp-Name",
     "Last-Event-ID",
+    "X-Request-ID",
 ]
-CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "Mcp-Session-Id"]
+CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "Mcp-Session-Id", "X-Request-ID"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class Components:
     verifier: TokenVerifier
     mcp: MCPServer
     store: SQLiteNotesStore
+    metrics: Metrics
 
 
 def scopes_supported(settings: Settings) -> list[str]:
@@ -98,7 +104,8 @@ def build_app(
         ),
     )
     specs = tool_specs(settings, store)
-    mcp = build_mcp_server(settings, specs)
+    metrics = Metrics(keys=keys, tool_names=[spec.name for spec in specs])
+    mcp = build_mcp_server(settings, specs, middleware=[ToolCallMetrics(metrics)])
     # Host and Origin are checked by TransportGuard, against the public URL, before auth.
     mcp_app = mcp.streamable_http_app(
         streamable_http_path=MCP_PATH,
@@ -120,6 +127,7 @@ def build_app(
             idp_metadata_url=settings.metadata_url,
         ),
         *health_routes(keys, store),
+        *metrics_routes(metrics, settings.metrics_token),
     ]
     public_prefixes = ["/.well-known/"]
     if dev_issuer is not None:
@@ -142,6 +150,7 @@ def build_app(
             )
         )
     middleware += [
+        Middleware(AccessLog, metrics=metrics),
         Middleware(
             TransportGuard,
             allowed_hosts=allowed_hosts_for(settings.mcp_server_url, settings.mcp_allowed_hosts),
@@ -154,7 +163,7 @@ def build_app(
             responder=responder,
             resource=settings.mcp_server_url,
             required_scopes=settings.oauth_required_scopes,
-            public_paths=["/healthz", "/readyz"],
+            public_paths=["/healthz", "/readyz", METRICS_PATH],  # /metrics checks its own token
             public_prefixes=public_prefixes,
         ),
         Middleware(
@@ -179,5 +188,5 @@ def build_app(
             await store.close()
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.components = Components(keys=keys, verifier=verifier, mcp=mcp, store=store)
+    app.state.components = Components(keys=keys, verifier=verifier, mcp=mcp, store=store, metrics=metrics)
     return app

@@ -70,6 +70,7 @@ class TransportGuard:
                 origin = value.decode("latin-1")
         if host is None or not self._host_ok(host):
             await _refuse(
+                scope,
                 send,
                 421,
                 "misdirected_request",
@@ -77,6 +78,7 @@ class TransportGuard:
             )
         elif origin is not None and not self.any_origin and origin not in self.origins:
             await _refuse(
+                scope,
                 send,
                 403,
                 "forbidden_origin",
@@ -86,5 +88,6 @@ class TransportGuard:
             await self.app(scope, receive, send)
 
 
-async def _refuse(send: Send, status: int, error: str, description: str) -> None:
+async def _refuse(scope: Scope, send: Send, status: int, error: str, description: str) -> None:
+    scope.setdefault("state", {})["auth_outcome"] = "forbidden"  # refused before authentication: for the access log
     await send_json(send, status, {"error": error, "error_description": description})

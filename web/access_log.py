@@ -1,0 +1,110 @@
+"""Pure ASGI middleware: one access line and one metrics observation per HTTP request, with a request id.
+
+What it logs is chosen field by field: never headers, the query string, bodies or tokens. The bearer
+middleware reports its outcome and the caller in `scope["state"]`, which is read here after the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from web.log_format import REQUEST_ID
+from web.metrics import Metrics
+
+REQUEST_ID_HEADER = b"x-request-id"
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
+_UNSAFE_CHARS = re.compile(r"[^\x21-\x7e]")
+MAX_PATH_CHARS = 256
+MAX_FIELD_CHARS = 128
+
+access_logger = logging.getLogger("access")
+
+
+def incoming_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The caller's X-Request-ID when it is short and made of safe characters; else None."""
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            text = value.decode("latin-1").strip()
+            return text if _SAFE_REQUEST_ID.fullmatch(text) else None
+    return None
+
+
+def loggable(value: object, limit: int = MAX_FIELD_CHARS) -> str | None:
+    """A value safe for one log line: printable ASCII only (others escaped as ?), bounded in length."""
+    if value is None:
+        return None
+    text = _UNSAFE_CHARS.sub("?", str(value))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class AccessLog:
+    """Times the request, echoes or assigns X-Request-ID, then logs and counts the outcome."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics | None = None, logger: logging.Logger = access_logger) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = incoming_request_id(scope["headers"]) or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500  # what the client gets if the app fails before answering
+        header = (REQUEST_ID_HEADER, request_id.encode("latin-1"))
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [item for item in message.get("headers", ()) if item[0].lower() != REQUEST_ID_HEADER]
+                message = {**message, "headers": [*headers, header]}
+            await send(message)
+
+        context = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            REQUEST_ID.reset(context)
+            self._record(scope, state, status, time.perf_counter() - started, request_id)
+
+    def _record(self, scope: Scope, state: dict, status: int, seconds: float, request_id: str) -> None:
+        outcome = state.get("auth_outcome")
+        if self.metrics is not None:
+            self.metrics.observe_request(
+                path=scope["path"], method=scope["method"], status=status, seconds=seconds, auth=outcome
+            )
+            for tool in state.get("refused_tools", ()):
+                self.metrics.observe_tool_call(tool, "refused")
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        principal = state.get("principal")
+        client = scope.get("client")
+        fields = {
+            "method": loggable(scope["method"], 16),
+            "path": loggable(scope["path"], MAX_PATH_CHARS),
+            "status": status,
+            "duration_ms": round(seconds * 1000, 1),
+            "client": loggable(client[0]) if client else None,
+            "auth": outcome,
+            "subject": loggable(getattr(principal, "subject", None)),
+            "client_id": loggable(getattr(principal, "client_id", None)),
+            "request_id": request_id,
+        }
+        context = " ".join(
+            f"{name}={fields[name]}"
+            for name in ("client", "auth", "subject", "client_id", "request_id")
+            if fields[name] is not None
+        )
+        self.logger.info(
+            "%s %s %s %.1fms %s", fields["method"], fields["path"], status, fields["duration_ms"], context, extra=fields
+        )
