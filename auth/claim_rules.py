@@ -23,7 +23,9 @@ def shown(value: object, limit: int = 120) -> str:
 @dataclass(frozen=True, slots=True)
 class ClaimRules:
     issuers: tuple[str, ...]
-    audiences: tuple[str, ...] | None  # None: the IdP puts no aud in access tokens (Cognito)
+    audiences: tuple[str, ...]
+    # Cognito access tokens carry no aud unless resource-bound: then it must match, else client_ids decide.
+    audience_optional: bool = False
     client_ids: frozenset[str] = frozenset()
     allowed_tenants: frozenset[str] = frozenset()  # Entra multi-tenant: iss from a template, tid listed
     token_use: str | None = None  # Cognito: "access" (an ID token says "id")
@@ -34,7 +36,8 @@ class ClaimRules:
     def from_settings(cls, settings: Settings) -> ClaimRules:
         return cls(
             issuers=() if settings.entra_multi_tenant else settings.accepted_issuers,
-            audiences=tuple(settings.oauth_audience) if settings.checks_audience else None,
+            audiences=tuple(settings.oauth_audience),
+            audience_optional=not settings.checks_audience,
             client_ids=frozenset(settings.oauth_client_ids),
             allowed_tenants=frozenset(settings.oauth_allowed_tenants) if settings.entra_multi_tenant else frozenset(),
             token_use="access" if settings.oauth_provider == "cognito" else None,
@@ -79,6 +82,12 @@ class ClaimRules:
                 "token is not an access token",
                 detail=f"token_use {shown(claims.get('token_use'))}, expected {self.token_use!r}{hint}",
             )
+        if self.audience_optional and "aud" in claims:
+            aud = claims["aud"]
+            audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else [None]
+            if not any(isinstance(a, str) and a in self.audiences for a in audiences):
+                detail = f"audience {shown(aud)}, expected one of {list(self.audiences)}"
+                raise InvalidToken("token audience is not accepted", detail=detail)
         if self.client_ids and client_id not in self.client_ids:
             raise InvalidToken(
                 "token client is not accepted",

@@ -94,9 +94,9 @@ def explain(token: str, description: str, rules: ClaimRules) -> str:
     if description == "token signing key is unknown":
         issuer = claims.get("iss")
         if isinstance(issuer, str) and "okta.com" in issuer and "/oauth2/" not in issuer:
-            return "no JWKS key matches the token's kid (Okta org authorization server tokens cannot be validated)"
+            return "Okta org authorization server tokens cannot be validated: use a custom authorization server"
         if issuer not in rules.issuers and not rules.allowed_tenants:
-            return "no JWKS key matches the token's kid; " + issuer_hint(issuer, rules.issuers)
-    if looks_like_id_token(claims):
-        return f"{description} (this looks like an ID token: send the access token instead)"
+            return "the token comes from another issuer: " + issuer_hint(issuer, rules.issuers)
+    if looks_like_id_token(claims) and description != "token is not an access token":
+        return "this looks like an ID token: send the access token instead"
     return ""

@@ -43,8 +43,9 @@ class Doctor:
         self.info(f"accepted issuers: {list(self.rules.issuers) or 'per tenant, from the token tid'}")
         if self.rules.allowed_tenants:
             self.info(f"allowed tenants: {sorted(self.rules.allowed_tenants)}")
-        if self.rules.audiences is None:
-            self.info(f"audience: not checked (Cognito); client ids: {sorted(self.rules.client_ids)}")
+        if self.rules.audience_optional:
+            clients = sorted(self.rules.client_ids)
+            self.info(f"audience: {list(self.rules.audiences)} when present (Cognito); client ids: {clients}")
         else:
             self.info(f"accepted audiences: {list(self.rules.audiences)}")
         self.info(f"algorithms: {', '.join(s.oauth_algorithms)}; leeway {s.oauth_leeway_seconds}s")
@@ -124,7 +125,7 @@ class Doctor:
         if self.rules.issuers:
             hint = issuer_hint(issuer, self.rules.issuers)
             self.check(issuer in self.rules.issuers, f"issuer {shown(issuer)} is accepted", hint)
-        if self.rules.audiences is not None:
+        if not (self.rules.audience_optional and "aud" not in claims):
             aud = claims.get("aud")
             audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
             ok = any(a in self.rules.audiences for a in audiences)

@@ -56,14 +56,17 @@ class TokenVerifier:
             if issuer is None:
                 raise ValueError("give either rules or an issuer")
             rules = ClaimRules(issuers=(issuer,), audiences=tuple(audiences))
-        if rules.audiences is not None and not rules.audiences:
+        if not rules.audiences:
             raise ValueError("at least one audience is required")
-        if rules.audiences is None and not rules.client_ids:
-            raise ValueError("without an audience check, client ids must be listed")
+        if rules.audience_optional and not rules.client_ids:
+            raise ValueError("when tokens may lack an audience, client ids must be listed")
         self._keys = keys
         self.rules = rules
-        self._audiences = list(rules.audiences) if rules.audiences is not None else None
-        self._required = ["exp", "iss", "aud"] if rules.audiences is not None else ["exp", "iss"]
+        # With an optional audience, PyJWT only checks the lifetime; ClaimRules.check_claims checks a present aud.
+        self._audiences = None if rules.audience_optional else list(rules.audiences)
+        self._options: dict[str, Any] = {"require": ["exp", "iss", "aud"]}
+        if rules.audience_optional:
+            self._options = {"require": ["exp", "iss"], "verify_aud": False}
         self._algorithms = frozenset(algorithms)
         self._leeway = leeway
         self._max_token_bytes = max_token_bytes
@@ -111,7 +114,7 @@ class TokenVerifier:
             algorithms=[alg],
             audience=self._audiences,
             leeway=self._leeway,
-            options={"require": self._required},
+            options=self._options,
         )
         # PyJWT checked signature, exp, nbf, iat and aud; the issuer is ours to check (exact or per tenant).
         self.rules.check_issuer(claims)

@@ -177,7 +177,7 @@ def test_cognito_region_and_pool_derive_issuer_without_slash_and_jwks(monkeypatc
     assert not settings.checks_audience
     assert settings.public_scope("read:notes") == "mcp-api/read:notes"
     rules = ClaimRules.from_settings(settings)
-    assert rules.audiences is None
+    assert rules.audience_optional
     assert rules.token_use == "access"
     assert rules.client_ids == {"4h5j6k7l8m9n0p1q2r3s4t5u6v"}
 
