@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: dev run test lint format clean lock image
+.PHONY: dev run client test lint format clean lock image
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -18,6 +18,10 @@ dev: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python server.py
+
+# The M2M client against `make dev` (or whatever OAUTH_*/MCP_SERVER_URL say): make client ARGS="call get_me"
+client: $(STAMP)
+	$(BIN)/python -m client $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
