@@ -151,6 +151,10 @@ class JWKSCache:
     def key_count(self) -> int:
         return sum(len(keys) for keys in self._keys.values())
 
+    def is_current(self, key: VerificationKey) -> bool:
+        """Whether this very key is still in the key set (refreshes keep unchanged keys as the same objects)."""
+        return any(held is key for held in self._keys.get(key.kid, ()))
+
     def has_kid(self, kid: object) -> bool:
         return isinstance(kid, str | None) and kid in self._keys
 
@@ -249,7 +253,9 @@ class JWKSCache:
             return
         by_kid: dict[str | None, list[VerificationKey]] = {}
         for key in keys:
-            by_kid.setdefault(key.kid, []).append(key)
+            # An unchanged key stays the same object, so verifications remembered for it stay valid.
+            held = next((old for old in self._keys.get(key.kid, ()) if old == key), key)
+            by_kid.setdefault(key.kid, []).append(held)
         self._keys = {kid: tuple(group) for kid, group in by_kid.items()}
         self._fetched_at = self._clock()
         logger.info("JWKS refreshed: %d usable key(s)", len(keys))

@@ -14,8 +14,9 @@ import jwt
 from auth.claim_rules import ClaimRules, shown
 from auth.diagnostics import explain
 from auth.errors import AuthError, InvalidToken
-from auth.jwks import JWKSCache
+from auth.jwks import JWKSCache, VerificationKey
 from auth.principal import Principal
+from auth.token_cache import TokenCache
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class TokenVerifier:
         audiences: Iterable[str] = (),
         leeway: float = 30,
         max_token_bytes: int = 16384,
+        cache_entries: int = 10_000,
+        cache_seconds: float = 300,
+        refusal_cache_seconds: float = 5,
     ) -> None:
         if rules is None:
             if issuer is None:
@@ -70,8 +74,33 @@ class TokenVerifier:
         self._algorithms = frozenset(algorithms)
         self._leeway = leeway
         self._max_token_bytes = max_token_bytes
+        self.cache = TokenCache(
+            max_entries=cache_entries,
+            max_age=cache_seconds,
+            refusal_seconds=refusal_cache_seconds,
+            key_is_current=keys.is_current,
+        )
 
     async def verify(self, token: str) -> Principal:
+        if not isinstance(token, str):
+            raise InvalidToken("token is malformed", detail=f"not a string: {type(token).__name__}")
+        if len(token) > self._max_token_bytes:
+            raise InvalidToken("token is too large")
+        digest = self.cache.digest(token)
+        remembered = self.cache.lookup(digest)
+        if isinstance(remembered, Principal):
+            return remembered
+        if remembered is not None:
+            raise remembered
+        try:
+            principal, key = await self._checked(token)
+        except InvalidToken as exc:
+            self.cache.refuse(digest, exc)
+            raise
+        self.cache.accept(digest, principal, key)
+        return principal
+
+    async def _checked(self, token: str) -> tuple[Principal, VerificationKey]:
         try:
             return await self._verify(token)
         except AuthError:
@@ -91,9 +120,7 @@ class TokenVerifier:
         hint = explain(token, error.description, self.rules) if len(token) <= self._max_token_bytes else ""
         return f"{error.detail}; {hint}" if hint and hint not in error.detail else error.detail
 
-    async def _verify(self, token: str) -> Principal:
-        if len(token) > self._max_token_bytes:
-            raise InvalidToken("token is too large")
+    async def _verify(self, token: str) -> tuple[Principal, VerificationKey]:
         if token.count(".") != 2:
             raise InvalidToken("token is not a JWT", detail="not three dot-separated parts")
         header = jwt.get_unverified_header(token)
@@ -120,7 +147,7 @@ class TokenVerifier:
         self.rules.check_issuer(claims)
         principal = principal_from_claims(claims, scope_prefix=self.rules.scope_prefix)
         self.rules.check_claims(claims, principal.client_id)
-        return principal
+        return principal, key
 
 
 def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool) -> datetime | None:

@@ -94,6 +94,9 @@ def build_app(
         algorithms=settings.oauth_algorithms,
         leeway=settings.oauth_leeway_seconds,
         max_token_bytes=settings.oauth_max_token_bytes,
+        cache_entries=settings.oauth_token_cache_entries,
+        cache_seconds=settings.oauth_token_cache_seconds,
+        refusal_cache_seconds=settings.oauth_refusal_cache_seconds,
     )
     store = SQLiteNotesStore(
         settings.notes_db_path,
