@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# The MCP Inspector CLI and the Node 22 it runs on, pinned by the lock file, for tests/e2e/test_inspector.py.
+INSPECTOR_DIR := tests/e2e/inspector
+INSPECTOR_STAMP := $(INSPECTOR_DIR)/node_modules/.installed-$(shell cksum < $(INSPECTOR_DIR)/package-lock.json | cut -d' ' -f1)
 
 .PHONY: dev run client test lint format clean lock image
 
@@ -12,6 +15,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+# npm ci empties node_modules first, so a stale stamp goes with it. --ignore-scripts: nothing pinned needs one.
+$(INSPECTOR_STAMP): $(INSPECTOR_DIR)/package.json $(INSPECTOR_DIR)/package-lock.json
+	cd $(INSPECTOR_DIR) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $(INSPECTOR_STAMP)
 
 dev: $(STAMP)
 	$(if $(HOST),HOST=$(HOST)) $(if $(PORT),PORT=$(PORT)) $(BIN)/python server.py --dev
@@ -23,7 +31,7 @@ run: $(STAMP)
 client: $(STAMP)
 	$(BIN)/python -m client $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(INSPECTOR_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
@@ -49,4 +57,4 @@ image:
 	docker build -t mcp-oauth-resource-server:local .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(INSPECTOR_DIR)/node_modules

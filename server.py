@@ -106,10 +106,10 @@ Authorization: Bearer {token}
   (the default secret is dev-secret; add -d scope=read:notes for a token with fewer scopes,
    then watch create_note get refused with 403 insufficient_scope)
 
-  MCP Inspector (npx @modelcontextprotocol/inspector, then http://localhost:6274):
-    1. Transport Type: Streamable HTTP;  URL: {settings.mcp_server_url}
-    2. Authentication > Custom Headers: add  Authorization  =  Bearer <the token above>
-    3. Connect, then Tools > List Tools > get_me > Run Tool
+  MCP Inspector (npx @modelcontextprotocol/inspector, Node 22.19+, then the URL it prints):
+    1. Servers > Add Server: transport streamable-http, URL {settings.mcp_server_url}
+    2. Server Settings > Custom Headers: add  Authorization  =  Bearer <the token above>
+    3. Connect, then Tools > get_me > Execute Tool   (docs/inspector.md has the v1 steps)
 {line}""",
         flush=True,
     )
