@@ -36,6 +36,13 @@ test: $(STAMP) $(INSPECTOR_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
+# Load test on 127.0.0.1 (wrk from Debian and an SDK-only venv, installed by bench/setup.sh); about 8 minutes.
+# Results in docs/performance.md; BENCH_ARGS passes options, e.g. BENCH_ARGS="--repeats 3 --memory-tokens 0".
+.PHONY: bench
+bench: $(STAMP)
+	VENV=$(VENV) bench/setup.sh
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

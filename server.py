@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import logging
 import signal
 import sys
 from types import FrameType
@@ -30,6 +32,15 @@ class GracefulServer(uvicorn.Server):
             self.should_exit = True
             return
         super().handle_exit(sig, frame)
+
+
+def lean_logging() -> None:
+    """Leave out of every log record what no line of ours shows: the caller's file and line, thread and process
+    (the logging HOWTO's optimisations). About a third of the cost of each access-log line."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
@@ -145,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         # Before MCPServer is built: its own basicConfig call is then a no-op.
         configure_logging(settings.log_level, settings.log_format)
+        lean_logging()
         configured_issuer = settings.oauth_issuer
         if args.dev:
             settings, issuer = dev_settings(settings)
@@ -162,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     # sse-starlette ends every SSE stream once uvicorn starts shutting down, which cut legacy-era answers
     # still in flight; the grace period covers them instead (a stream still open when it ends is cancelled).
     AppStatus.disable_automatic_graceful_drain()
+    # Everything built so far lives as long as the process: the cyclic GC need not scan it again and again.
+    gc.freeze()
     GracefulServer(config).run()
     return 0
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -24,15 +25,23 @@ from auth.verifier import TokenVerifier
 
 logger = logging.getLogger(__name__)
 
+# A flood of bad tokens must not flood the log: every refusal still gets its access-log line and metrics count,
+# but the explained `token refused` line is rate-limited.
+REFUSAL_LOG_BURST = 20
+REFUSAL_LOG_PER_SECOND = 5.0
+
 
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The token of the single `Authorization: Bearer` header; the query string is never looked at."""
-    values = [value for name, value in headers if name.lower() == b"authorization"]
-    if not values:
+    value = None
+    for name, raw in headers:
+        if name.lower() == b"authorization":
+            if value is not None:
+                raise InvalidRequest("more than one Authorization header")
+            value = raw
+    if value is None:
         raise MissingToken()
-    if len(values) > 1:
-        raise InvalidRequest("more than one Authorization header")
-    scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
+    scheme, _, token = value.decode("latin-1").strip().partition(" ")
     if scheme.lower() != "bearer":
         raise MissingToken("bearer token required (other schemes are not accepted)")
     token = token.strip()
@@ -54,6 +63,63 @@ def access_token_for(principal: Principal, token: str, resource: str) -> AccessT
     )
 
 
+class CallerViews:
+    """The SDK's objects for a verified caller, built once per verification rather than once per request.
+
+    Keyed by the Principal object the verifier returned: a remembered verification hands back that same
+    object, a new verification a new one. So a view never outlives, nor crosses over to, the verification
+    (and the token) it was built from; the `is` check makes that explicit. Bounded like the token cache.
+    """
+
+    def __init__(self, resource: str, max_entries: int) -> None:
+        self._resource = resource
+        self._max_entries = max_entries
+        self._views: dict[int, tuple[Principal, AuthenticatedUser, AuthCredentials]] = {}
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def of(self, principal: Principal, token: str) -> tuple[AuthenticatedUser, AuthCredentials]:
+        view = self._views.get(id(principal))
+        if view is not None and view[0] is principal:
+            return view[1], view[2]
+        user = AuthenticatedUser(access_token_for(principal, token, self._resource))
+        credentials = AuthCredentials(user.access_token.scopes)
+        if self._max_entries > 0:
+            # The entry holds the principal, so its id cannot be reused while the entry exists.
+            self._views[id(principal)] = (principal, user, credentials)
+            if len(self._views) > self._max_entries:
+                del self._views[next(iter(self._views))]  # oldest first
+        return user, credentials
+
+
+class LogBudget:
+    """A token bucket for log lines: `burst` at once, `per_second` on average, and a count of those left out."""
+
+    def __init__(self, *, burst: int, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._burst = float(burst)
+        self._per_second = per_second
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock()
+        self.unlogged = 0
+
+    def allow(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._per_second)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self.unlogged += 1
+        return False
+
+    def note(self) -> str:
+        """The suffix of the next line logged: how many were left out since the last one ("" when none)."""
+        unlogged, self.unlogged = self.unlogged, 0
+        return f" ({unlogged} more refusals not logged)" if unlogged else ""
+
+
 class BearerAuthMiddleware:
     def __init__(
         self,
@@ -70,9 +136,11 @@ class BearerAuthMiddleware:
         self.verifier = verifier
         self.responder = responder
         self.resource = resource
+        self.views = CallerViews(resource, verifier.cache.max_entries)
         self.required_scopes = tuple(required_scopes)
         self.public_paths = frozenset(public_paths)
         self.public_prefixes = tuple(public_prefixes)
+        self.refusal_log = LogBudget(burst=REFUSAL_LOG_BURST, per_second=REFUSAL_LOG_PER_SECOND)
 
     def _is_public(self, scope: Scope) -> bool:
         path: str = scope["path"]
@@ -96,16 +164,19 @@ class BearerAuthMiddleware:
             if not principal.has_scopes(self.required_scopes):
                 raise InsufficientScope(self.required_scopes)
         except AuthError as exc:
-            if isinstance(exc, InvalidToken) and token:
-                logger.info("token refused: %s: %s", exc.description, self.verifier.explain(token, exc))
-            elif not isinstance(exc, MissingToken):
-                logger.info("request refused (%s): %s", exc.status, exc.detail)
+            if not isinstance(exc, MissingToken) and self.refusal_log.allow():
+                unlogged = self.refusal_log.note()
+                if isinstance(exc, InvalidToken) and token:
+                    explanation = self.verifier.explain(token, exc)
+                    logger.info("token refused: %s: %s%s", exc.description, explanation, unlogged)
+                else:
+                    logger.info("request refused (%s): %s%s", exc.status, exc.detail, unlogged)
             await self.responder(exc, scope, receive, send)
             return
 
-        user = AuthenticatedUser(access_token_for(principal, token, self.resource))
+        user, credentials = self.views.of(principal, token)
         scope["user"] = user
-        scope["auth"] = AuthCredentials(sorted(principal.scopes))
+        scope["auth"] = credentials
         state = scope.setdefault("state", {})
         state["principal"] = principal
         state["auth_outcome"] = "ok"

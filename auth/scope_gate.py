@@ -35,15 +35,15 @@ def needed_scopes(
 ) -> tuple[str, ...]:
     """Every scope the tool calls in this body need; GateRefusal when headers disagree with the body."""
     needed: dict[str, None] = {}
+    header_method = headers.get("mcp-method")
+    header_name = headers.get("mcp-name")
     for message in _messages(document):
         method = message.get("method")
         params = message.get("params")
         params = params if isinstance(params, Mapping) else {}
-        header_method = headers.get("mcp-method")
         if header_method is not None and header_method != method:
             raise GateRefusal(400, HEADER_MISMATCH, "Mcp-Method header does not match the body", message.get("id"))
         name_key = NAME_BEARING_METHODS.get(method) if isinstance(method, str) else None
-        header_name = headers.get("mcp-name")
         named = params.get(name_key) if name_key is not None else None
         if name_key is not None and header_name is not None and decode_header_value(header_name) != named:
             raise GateRefusal(400, HEADER_MISMATCH, "Mcp-Name header does not match the body", message.get("id"))
@@ -112,16 +112,21 @@ class ScopeGate:
 
 async def _read_bounded(receive: Receive, limit: int) -> tuple[bytes, bool]:
     """The body, and whether it went past `limit` (then it is not read further)."""
-    body = bytearray()
-    while True:
+    message = await receive()
+    if message["type"] != "http.request":
+        return b"", False
+    first = message.get("body", b"")
+    if not message.get("more_body", False):  # the usual case: the whole body in one message
+        return (b"", True) if len(first) > limit else (first, False)
+    body = bytearray(first)
+    while len(body) <= limit:
         message = await receive()
         if message["type"] != "http.request":
             return bytes(body), False
         body += message.get("body", b"")
-        if len(body) > limit:
-            return b"", True
         if not message.get("more_body", False):
-            return bytes(body), False
+            break
+    return (b"", True) if len(body) > limit else (bytes(body), False)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

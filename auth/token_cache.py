@@ -1,7 +1,8 @@
 """Remembers recent verification results so a reused token costs a hash and a dict lookup, not a signature check.
 
 Security rules (a cache must never let a token in that the verifier would refuse):
-- keyed by the SHA-256 of the whole token, bounded in entries (least recently used goes first);
+- keyed by the SHA-256 of the whole token, bounded in entries (least recently used goes first); refusals
+  have their own, smaller bound, so a flood of bad tokens cannot push the valid ones out;
 - an accepted entry never outlives the token's `exp`, nor `max_age`, and is only used while the key
   that verified it is still in the IdP's key set (a removed key stops its tokens at the next refresh);
 - refusals are kept only briefly (`refusal_seconds`) and never for "key unknown" or "keys unavailable",
@@ -15,12 +16,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from auth.errors import InvalidToken
 from auth.jwks import VerificationKey
 from auth.principal import Principal
 
 _NOT_CACHED_REFUSALS = frozenset({"token signing key is unknown"})
+REFUSALS_PER_ACCEPTED = 10  # at most max_entries // 10 refusals are remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,9 @@ class _Refused:
     until: float
 
 
+_Entry = TypeVar("_Entry", _Accepted, _Refused)
+
+
 class TokenCache:
     def __init__(
         self,
@@ -47,8 +53,10 @@ class TokenCache:
         key_is_current: Callable[[VerificationKey], bool],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._entries: OrderedDict[bytes, _Accepted | _Refused] = OrderedDict()
+        self._accepted: OrderedDict[bytes, _Accepted] = OrderedDict()
+        self._refused: OrderedDict[bytes, _Refused] = OrderedDict()
         self._max_entries = max_entries
+        self._max_refusals = max(1, max_entries // REFUSALS_PER_ACCEPTED) if max_entries > 0 else 0
         self._max_age = max_age
         self._refusal_seconds = refusal_seconds
         self._key_is_current = key_is_current
@@ -57,7 +65,12 @@ class TokenCache:
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._accepted) + len(self._refused)
+
+    @property
+    def max_entries(self) -> int:
+        """The bound on remembered acceptances (refusals have a bound of their own, a fraction of it)."""
+        return self._max_entries
 
     @staticmethod
     def digest(token: str) -> bytes:
@@ -65,32 +78,40 @@ class TokenCache:
 
     def lookup(self, digest: bytes) -> Principal | InvalidToken | None:
         """The remembered answer for this token, or None when it must be verified."""
-        entry = self._entries.get(digest)
-        if entry is None:
-            self.misses += 1
-            return None
-        if self._clock() >= entry.until or (isinstance(entry, _Accepted) and not self._key_is_current(entry.key)):
-            del self._entries[digest]
-            self.misses += 1
-            return None
-        self._entries.move_to_end(digest)
-        self.hits += 1
-        if isinstance(entry, _Accepted):
-            return entry.principal
-        return InvalidToken(entry.description, detail=entry.detail)  # a fresh exception: tracebacks don't pile up
+        accepted = self._accepted.get(digest)
+        if accepted is not None:
+            if self._clock() < accepted.until and self._key_is_current(accepted.key):
+                self._accepted.move_to_end(digest)
+                self.hits += 1
+                return accepted.principal
+            del self._accepted[digest]
+        else:
+            refused = self._refused.get(digest)
+            if refused is not None:
+                if self._clock() < refused.until:
+                    self.hits += 1
+                    # a fresh exception: tracebacks don't pile up
+                    return InvalidToken(refused.description, detail=refused.detail)
+                del self._refused[digest]
+        self.misses += 1
+        return None
 
     def accept(self, digest: bytes, principal: Principal, key: VerificationKey) -> None:
         until = min(principal.expires_at.timestamp(), self._clock() + self._max_age)
-        self._store(digest, _Accepted(principal, key, until))
+        self._refused.pop(digest, None)
+        _store(self._accepted, digest, _Accepted(principal, key, until), self._max_entries)
 
     def refuse(self, digest: bytes, error: InvalidToken) -> None:
         if self._refusal_seconds > 0 and error.description not in _NOT_CACHED_REFUSALS:
-            self._store(digest, _Refused(error.description, error.detail, self._clock() + self._refusal_seconds))
+            self._accepted.pop(digest, None)
+            refused = _Refused(error.description, error.detail, self._clock() + self._refusal_seconds)
+            _store(self._refused, digest, refused, self._max_refusals)
 
-    def _store(self, digest: bytes, entry: _Accepted | _Refused) -> None:
-        if self._max_entries <= 0:
-            return
-        self._entries[digest] = entry
-        self._entries.move_to_end(digest)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+
+def _store(entries: OrderedDict[bytes, _Entry], digest: bytes, entry: _Entry, bound: int) -> None:
+    if bound <= 0:
+        return
+    entries[digest] = entry
+    entries.move_to_end(digest)
+    while len(entries) > bound:
+        entries.popitem(last=False)

@@ -1,0 +1,1 @@
+"""The benchmark: load generation with wrk against this server, the same stack without auth, and the SDK."""

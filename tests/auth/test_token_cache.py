@@ -1,0 +1,275 @@
+"""The verification cache: a remembered answer never lets in a token the verifier would refuse now."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from auth.errors import InvalidToken
+from auth.jwks import JWKSCache, VerificationKey
+from auth.principal import Principal
+from auth.token_cache import REFUSALS_PER_ACCEPTED, TokenCache
+from auth.verifier import TokenVerifier
+from settings import DEFAULT_ALGORITHMS
+from tests.support import ISSUER, JWKS_URI, SERVER_URL
+
+EXPIRES = 10_000.0  # the test principal's exp, on the test clock
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def principal(subject: str = "user-123", expires: float = EXPIRES) -> Principal:
+    return Principal(
+        subject=subject,
+        client_id="client-abc",
+        issuer=ISSUER,
+        audience=(SERVER_URL,),
+        scopes=frozenset({"read"}),
+        expires_at=datetime.fromtimestamp(expires, tz=UTC),
+    )
+
+
+@pytest.fixture
+def key(signer) -> VerificationKey:
+    public = signer.private_key.public_key()
+    return VerificationKey(kid=signer.kid, kty="RSA", crv=None, alg="RS256", key=public)
+
+
+def make_cache(clock: Clock, *, current: set[int] | None = None, **options: float) -> TokenCache:
+    """A cache whose key set is `current` (ids of the keys still published); every key when None."""
+    return TokenCache(
+        key_is_current=lambda key: current is None or id(key) in current,
+        clock=clock,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+# --- unit: TokenCache with a hand-moved clock ------------------------------------------------------
+def test_an_accepted_token_is_remembered_until_its_exp_and_not_a_moment_longer(key):
+    clock = Clock()
+    cache = make_cache(clock, max_age=1e9)
+    digest = TokenCache.digest("a.b.c")
+    who = principal()
+    cache.accept(digest, who, key)
+    clock.now = EXPIRES - 0.001
+    assert cache.lookup(digest) is who
+    clock.now = EXPIRES
+    assert cache.lookup(digest) is None
+    assert len(cache) == 0  # and it is forgotten, not kept for later
+
+
+def test_an_accepted_token_is_remembered_at_most_max_age(key):
+    clock = Clock()
+    cache = make_cache(clock, max_age=300)
+    digest = TokenCache.digest("a.b.c")
+    cache.accept(digest, principal(), key)
+    clock.now += 299.9
+    assert cache.lookup(digest) is not None
+    clock.now += 0.1
+    assert cache.lookup(digest) is None
+
+
+def test_an_accepted_token_stops_working_when_its_key_leaves_the_key_set(key):
+    current = {id(key)}
+    cache = make_cache(Clock(), current=current)
+    digest = TokenCache.digest("a.b.c")
+    cache.accept(digest, principal(), key)
+    assert cache.lookup(digest) is not None
+    current.clear()  # a refresh no longer holds this very key
+    assert cache.lookup(digest) is None
+    current.add(id(key))  # ... nor does it come back by itself: it was dropped
+    assert cache.lookup(digest) is None
+
+
+def test_the_key_is_the_whole_token(key):
+    cache = make_cache(Clock())
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyIn0.c2lnbmF0dXJl"
+    cache.accept(TokenCache.digest(token), principal(), key)
+    for other in (token[:-1] + "A", "X" + token[1:], token + "x", token[:-1]):
+        assert cache.lookup(TokenCache.digest(other)) is None
+    assert cache.lookup(TokenCache.digest(token)) is not None
+
+
+def test_accepted_entries_are_bounded_and_the_least_recently_used_goes_first(key):
+    cache = make_cache(Clock(), max_entries=3)
+    digests = [TokenCache.digest(f"token-{index}") for index in range(4)]
+    for digest in digests[:3]:
+        cache.accept(digest, principal(), key)
+    assert cache.lookup(digests[0]) is not None  # now the most recently used
+    cache.accept(digests[3], principal(), key)
+    assert len(cache) == 3
+    assert cache.lookup(digests[1]) is None
+    assert all(cache.lookup(digest) is not None for digest in (digests[0], digests[2], digests[3]))
+
+
+def test_zero_entries_remembers_nothing(key):
+    cache = make_cache(Clock(), max_entries=0)
+    digest = TokenCache.digest("a.b.c")
+    cache.accept(digest, principal(), key)
+    cache.refuse(digest, InvalidToken("token signature is invalid"))
+    assert cache.lookup(digest) is None
+    assert len(cache) == 0
+
+
+def test_a_refusal_is_remembered_only_briefly():
+    clock = Clock()
+    cache = make_cache(clock, refusal_seconds=5)
+    digest = TokenCache.digest("a.b.c")
+    cache.refuse(digest, InvalidToken("token signature is invalid", detail="InvalidSignatureError"))
+    remembered = cache.lookup(digest)
+    assert isinstance(remembered, InvalidToken)
+    assert (remembered.description, remembered.detail) == ("token signature is invalid", "InvalidSignatureError")
+    clock.now += 4.9
+    assert isinstance(cache.lookup(digest), InvalidToken)
+    clock.now += 0.1
+    assert cache.lookup(digest) is None
+
+
+def test_an_unknown_key_is_never_remembered_as_a_refusal():
+    cache = make_cache(Clock(), refusal_seconds=5)
+    digest = TokenCache.digest("a.b.c")
+    cache.refuse(digest, InvalidToken("token signing key is unknown"))
+    assert cache.lookup(digest) is None
+    assert len(cache) == 0
+
+
+def test_refusal_seconds_zero_remembers_no_refusal():
+    cache = make_cache(Clock(), refusal_seconds=0)
+    digest = TokenCache.digest("a.b.c")
+    cache.refuse(digest, InvalidToken("token signature is invalid"))
+    assert cache.lookup(digest) is None
+
+
+def test_a_flood_of_refusals_cannot_push_valid_tokens_out(key):
+    cache = make_cache(Clock(), max_entries=100)
+    valid = [TokenCache.digest(f"valid-{index}") for index in range(100)]
+    for digest in valid:
+        cache.accept(digest, principal(), key)
+    for index in range(10_000):
+        cache.refuse(TokenCache.digest(f"bad-{index}"), InvalidToken("token signature is invalid"))
+    assert all(cache.lookup(digest) is not None for digest in valid)
+    assert len(cache) == 100 + 100 // REFUSALS_PER_ACCEPTED
+
+
+def test_a_returned_refusal_is_a_fresh_exception_each_time():
+    cache = make_cache(Clock())
+    digest = TokenCache.digest("a.b.c")
+    cache.refuse(digest, InvalidToken("token signature is invalid"))
+    first, second = cache.lookup(digest), cache.lookup(digest)
+    assert isinstance(first, InvalidToken) and isinstance(second, InvalidToken)
+    assert first is not second
+
+
+# --- through the verifier: real keys, a JWKS served by respx, real signed tokens ------------------
+@pytest.fixture(scope="module")
+def tls_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
+@pytest.fixture
+async def keys(idp, tls_context, monkeypatch):
+    monkeypatch.setattr(httpx, "AsyncClient", functools.partial(httpx.AsyncClient, verify=tls_context))
+    cache = JWKSCache(JWKS_URI, cooldown=0)
+    yield cache
+    await cache.aclose()
+
+
+@pytest.fixture
+def verifier(keys) -> TokenVerifier:
+    return TokenVerifier(keys, issuer=ISSUER, audiences=[SERVER_URL], algorithms=DEFAULT_ALGORITHMS, leeway=0)
+
+
+async def refusal(verifier: TokenVerifier, token: str) -> InvalidToken:
+    with pytest.raises(InvalidToken) as caught:
+        await verifier.verify(token)
+    return caught.value
+
+
+async def test_a_cached_token_is_refused_once_it_expires(verifier, signer):
+    exp = int(time.time()) + 1
+    token = signer.token(exp=exp, iat=exp - 60)
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) is first  # remembered
+    await asyncio.sleep(max(0.0, exp - time.time()) + 0.05)
+    assert (await refusal(verifier, token)).description == "token has expired"
+
+
+async def test_a_cached_token_is_refused_once_its_key_is_rotated_out(verifier, keys, idp, signer, rotated_signer):
+    token = signer.token()
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) is first
+    assert verifier.cache.hits == 1
+    idp.publish(rotated_signer)  # the IdP drops rsa-1
+    await keys.refresh()
+    assert (await refusal(verifier, token)).description == "token signing key is unknown"
+    # "key unknown" is not remembered: once the key is back, the same token is checked again and accepted.
+    idp.publish(signer, rotated_signer)
+    await keys.refresh()
+    assert (await verifier.verify(token)).subject == "user-123"
+
+
+async def test_an_unchanged_key_keeps_its_tokens_across_a_refresh(verifier, keys, idp, signer, rotated_signer):
+    token = signer.token()
+    first = await verifier.verify(token)
+    idp.publish(signer, rotated_signer)  # rsa-1 stays, rsa-2 is added
+    await keys.refresh()
+    assert await verifier.verify(token) is first
+
+
+async def test_one_changed_signature_character_is_not_a_hit(verifier, signer):
+    token = signer.token()
+    await verifier.verify(token)
+    header, payload, signature = token.split(".")
+    flipped = "A" if signature[10] != "A" else "B"
+    forged = f"{header}.{payload}.{signature[:10]}{flipped}{signature[11:]}"
+    hits = verifier.cache.hits
+    assert (await refusal(verifier, forged)).description == "token signature is invalid"
+    assert verifier.cache.hits == hits
+    assert (await verifier.verify(token)).subject == "user-123"
+
+
+async def test_a_cached_refusal_answers_the_same_as_the_verifier(verifier, rotated_signer, idp):
+    forged = rotated_signer.sign({"iss": ISSUER}, headers={"kid": "rsa-1"})  # rsa-1 is published, not this key
+    first = await refusal(verifier, forged)
+    hits = verifier.cache.hits
+    second = await refusal(verifier, forged)
+    assert verifier.cache.hits == hits + 1
+    assert (second.description, second.detail) == (first.description, first.detail)
+
+
+async def test_the_cache_holds_at_most_its_bound(keys, signer):
+    verifier = TokenVerifier(
+        keys, issuer=ISSUER, audiences=[SERVER_URL], algorithms=DEFAULT_ALGORITHMS, cache_entries=5
+    )
+    tokens = [signer.token(sub=f"user-{index}") for index in range(12)]
+    for token in tokens:
+        await verifier.verify(token)
+    assert len(verifier.cache) == 5
+    misses = verifier.cache.misses
+    await verifier.verify(tokens[0])  # long gone: verified again
+    assert verifier.cache.misses == misses + 1
+
+
+async def test_principal_expiry_bounds_the_entry_even_with_a_long_max_age(keys, signer):
+    verifier = TokenVerifier(
+        keys, issuer=ISSUER, audiences=[SERVER_URL], algorithms=DEFAULT_ALGORITHMS, cache_seconds=3600, leeway=0
+    )
+    exp = int(time.time()) + 1
+    token = signer.token(exp=exp, iat=exp - 60)
+    who = await verifier.verify(token)
+    assert who.expires_at == datetime.fromtimestamp(exp, tz=UTC)
+    assert who.expires_at - datetime.now(UTC) < timedelta(seconds=2)
+    await asyncio.sleep(max(0.0, exp - time.time()) + 0.05)
+    assert (await refusal(verifier, token)).description == "token has expired"
