@@ -10,6 +10,7 @@ from starlette.types import Receive, Scope, Send
 from auth.errors import AuthError, InsufficientScope, KeySetUnavailable, MissingToken
 
 RETRY_AFTER_SECONDS = 10
+MAX_PREPARED_ANSWERS = 256  # distinct (kind, description) pairs: our own fixed texts, so far fewer in practice
 
 
 def _quoted(value: str) -> str:
@@ -34,9 +35,22 @@ class ChallengeResponder:
         self._resource_metadata_url = resource_metadata_url
         self._scopes = tuple(scopes)
         self._scope_prefix = scope_prefix  # scopes are named to clients as they must ask the IdP for them
+        # An answer depends only on the error's kind and description (never on the token): built once each.
+        self._prepared: dict[tuple[type[AuthError], str], tuple[int, list[tuple[bytes, bytes]], bytes]] = {}
 
     async def __call__(self, exc: AuthError, scope: Scope, receive: Receive, send: Send) -> None:
         scope.setdefault("state", {})["auth_outcome"] = exc.error or "missing"  # read by the access log
+        key = (type(exc), exc.description)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._prepare(exc)
+            if len(self._prepared) < MAX_PREPARED_ANSWERS:
+                self._prepared[key] = prepared
+        status, headers, body = prepared
+        await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+        await send({"type": "http.response.body", "body": body})
+
+    def _prepare(self, exc: AuthError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         payload = {"error": exc.error or "unauthorized", "error_description": exc.description}
         if isinstance(exc, KeySetUnavailable):
             header = (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
@@ -45,7 +59,12 @@ class ChallengeResponder:
                 exc = InsufficientScope(tuple(self._scope_prefix + scope for scope in exc.required))
             value = www_authenticate(exc, resource_metadata_url=self._resource_metadata_url, scopes=self._scopes)
             header = (b"www-authenticate", value.encode("latin-1", "replace"))
-        await send_json(send, exc.status, payload, [header])
+        body = json.dumps(payload).encode()
+        return exc.status, [*json_headers(body), header], body
+
+
+def json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
 
 
 async def send_json(
@@ -53,7 +72,6 @@ async def send_json(
 ) -> None:
     """A complete small JSON response, straight on the ASGI channel."""
     body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers.extend(extra_headers)
+    headers = [*json_headers(body), *extra_headers]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

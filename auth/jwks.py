@@ -124,6 +124,9 @@ class JWKSCache:
         self._clock = clock
         self._client: httpx.AsyncClient | None = None
         self._keys: dict[str | None, tuple[VerificationKey, ...]] = {}
+        # id() of every held key object: a membership test per cached verification. An id cannot be reused while
+        # the object lives, and whoever asks `is_current` holds the key it asks about.
+        self._held_ids: frozenset[int] = frozenset()
         self._fetched_at: float | None = None
         self._last_attempt: float | None = None
         self._inflight: asyncio.Future[None] | None = None
@@ -153,7 +156,7 @@ class JWKSCache:
 
     def is_current(self, key: VerificationKey) -> bool:
         """Whether this very key is still in the key set (refreshes keep unchanged keys as the same objects)."""
-        return any(held is key for held in self._keys.get(key.kid, ()))
+        return id(key) in self._held_ids
 
     def has_kid(self, kid: object) -> bool:
         return isinstance(kid, str | None) and kid in self._keys
@@ -257,5 +260,6 @@ class JWKSCache:
             held = next((old for old in self._keys.get(key.kid, ()) if old == key), key)
             by_kid.setdefault(key.kid, []).append(held)
         self._keys = {kid: tuple(group) for kid, group in by_kid.items()}
+        self._held_ids = frozenset(id(key) for group in by_kid.values() for key in group)
         self._fetched_at = self._clock()
         logger.info("JWKS refreshed: %d usable key(s)", len(keys))

@@ -35,7 +35,8 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The token of the single `Authorization: Bearer` header; the query string is never looked at."""
     value = None
     for name, raw in headers:
-        if name.lower() == b"authorization":
+        # ASGI servers lower-case header names; the length test keeps the fallback off the common path.
+        if name == b"authorization" or (len(name) == 13 and name.lower() == b"authorization"):
             if value is not None:
                 raise InvalidRequest("more than one Authorization header")
             value = raw

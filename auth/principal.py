@@ -26,4 +26,4 @@ class Principal:
         return (self.issuer, self.client_id if self.is_machine and self.client_id else self.subject)
 
     def has_scopes(self, required: tuple[str, ...] | list[str]) -> bool:
-        return all(scope in self.scopes for scope in required)
+        return self.scopes.issuperset(required)

@@ -2,6 +2,9 @@
 
 The JSON-RPC body decides which tool is called; `Mcp-Method`/`Mcp-Name` headers that disagree with
 it are a 400, never a way around the gate. The body is read once (bounded) and replayed to the SDK.
+
+A caller holding every scope any tool needs cannot be refused by the gate, so its body is not read here when
+the SDK checks the headers itself (see `fast_pass`): the common case, and about 20 µs less per call.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcp.shared.inbound import NAME_BEARING_METHODS, decode_header_value
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.challenge import ChallengeResponder, send_json
@@ -54,6 +58,30 @@ def needed_scopes(
     return tuple(needed)
 
 
+def fast_pass(headers: list[tuple[bytes, bytes]], max_body_bytes: int) -> bool:
+    """Whether a caller holding every tool scope may pass without the gate reading the body: it declares a
+    length within the limit (so the 413 stays ours), and the headers leave nothing for the gate to check. That
+    is so on the SDK's modern path (taken, as the SDK decides, on the first `MCP-Protocol-Version` header when it
+    names no handshake version), whose ladder refuses routing headers that disagree with the body, and when
+    no `Mcp-Method`/`Mcp-Name` header was sent at all."""
+    version: bytes | None = None
+    routing = False
+    length: bytes | None = None
+    for name, value in headers:
+        if name == b"content-length":
+            if length is not None:
+                return False
+            length = value
+        elif name == b"mcp-protocol-version":
+            if version is None:
+                version = value
+        elif name == b"mcp-method" or name == b"mcp-name":
+            routing = True
+    if length is None or not length.isdigit() or len(length) > 18 or int(length) > max_body_bytes:
+        return False
+    return not routing or (version is not None and version.decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS)
+
+
 def called_tools(document: object) -> list[object]:
     """The `name` of every tools/call in a JSON-RPC message or batch (unvalidated: labels bound them)."""
     calls = [message for message in _messages(document) if message.get("method") == "tools/call"]
@@ -74,6 +102,7 @@ class ScopeGate:
     ) -> None:
         self.app = app
         self.tool_scopes = {name: tuple(scopes) for name, scopes in tool_scopes.items()}
+        self.every_scope = tuple(dict.fromkeys(scope for scopes in self.tool_scopes.values() for scope in scopes))
         self.responder = responder
         self.max_body_bytes = max_body_bytes
         self.path = path
@@ -82,6 +111,9 @@ class ScopeGate:
         principal = scope.get("state", {}).get("principal") if scope["type"] == "http" else None
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path or principal is None:
             await self.app(scope, receive, send)
+            return
+        if principal.has_scopes(self.every_scope) and fast_pass(scope["headers"], self.max_body_bytes):
+            await self.app(scope, receive, send)  # no tool can be refused, nothing left to check here
             return
         body, more = await _read_bounded(receive, self.max_body_bytes)
         if more:

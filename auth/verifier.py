@@ -15,6 +15,7 @@ from auth.claim_rules import ClaimRules, shown
 from auth.diagnostics import explain
 from auth.errors import AuthError, InvalidToken
 from auth.jwks import JWKSCache, VerificationKey
+from auth.jws import jws_parser, jwt_decoder
 from auth.principal import Principal
 from auth.token_cache import TokenCache
 
@@ -125,7 +126,7 @@ class TokenVerifier:
             raise InvalidToken("token is not a JWT", detail="not three dot-separated parts")
         # The header segment alone, through PyJWT's own parser and header checks: given the whole token it would
         # also decode payload and signature, which jwt.decode below does (again) anyway.
-        header = jwt.get_unverified_header(token.partition(".")[0] + "..")
+        header = jws_parser.get_unverified_header(token.partition(".")[0] + "..")
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._algorithms:
             raise InvalidToken("token algorithm is not accepted", detail=f"alg {shown(alg, 24)} not allowed")
@@ -137,7 +138,7 @@ class TokenVerifier:
             raise InvalidToken("token kid is malformed")
         # jku, x5u, jwk and x5c are never read: keys come from the configured JWKS only.
         key = await self._keys.get_key(kid, alg)
-        claims = jwt.decode(
+        claims = jwt_decoder.decode(
             token,
             key=key.key,
             algorithms=[alg],

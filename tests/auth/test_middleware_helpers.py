@@ -1,12 +1,16 @@
-"""The bearer middleware's helpers: the SDK view built once per verification, and the refusal-log budget."""
+"""The bearer middleware's helpers: the SDK view built once per verification, the refusal-log budget, and the
+prepared challenge answers."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 
 from starlette.testclient import TestClient
 
+from auth.challenge import MAX_PREPARED_ANSWERS, ChallengeResponder
+from auth.errors import AuthError, InsufficientScope, InvalidToken, KeySetUnavailable, MissingToken
 from auth.middleware import REFUSAL_LOG_BURST, CallerViews, LogBudget
 from auth.principal import Principal
 from tests.support import BASE_URL, ISSUER, SERVER_URL, legacy_headers, make_settings, rpc_body
@@ -89,3 +93,36 @@ def test_a_flood_of_bad_tokens_is_refused_in_full_but_logged_in_part(idp, rotate
     lines = [record.getMessage() for record in caplog.records if record.name == "auth.middleware"]
     assert REFUSAL_LOG_BURST <= len(lines) < floods
     assert all(line.startswith("token refused: token signing key is unknown: ") for line in lines)
+
+
+class Recorded:
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+
+    async def __call__(self, message: dict) -> None:
+        self.messages.append(message)
+
+
+async def answer(responder: ChallengeResponder, exc: AuthError) -> tuple[int, dict[bytes, bytes], dict]:
+    sent = Recorded()
+    await responder(exc, {"type": "http", "state": {}}, None, sent)  # type: ignore[arg-type]
+    start, body = sent.messages
+    return start["status"], dict(start["headers"]), json.loads(body["body"])
+
+
+async def test_prepared_answers_match_each_error_and_stay_correct_past_their_bound():
+    responder = ChallengeResponder(resource_metadata_url="https://rs.example/.well-known/prm", scopes=["a", "b"])
+    errors: list[AuthError] = [InvalidToken(f"reason {index}") for index in range(MAX_PREPARED_ANSWERS + 20)]
+    errors += [MissingToken(), InsufficientScope(("a",)), InsufficientScope(("b",)), KeySetUnavailable("down")]
+    for _ in range(2):  # built, then reused (or rebuilt past the bound): the same answer either way
+        for exc in errors:
+            status, headers, body = await answer(responder, exc)
+            assert status == exc.status
+            assert body == {"error": exc.error or "unauthorized", "error_description": exc.description}
+            assert headers[b"content-length"] == str(len(json.dumps(body))).encode()
+            if isinstance(exc, KeySetUnavailable):
+                assert headers[b"retry-after"] == b"10"
+            else:
+                challenge = headers[b"www-authenticate"].decode()
+                assert (f'error_description="{exc.description}"' in challenge) != isinstance(exc, MissingToken)
+    assert len(responder._prepared) == MAX_PREPARED_ANSWERS

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.challenge import ChallengeResponder
 from auth.principal import Principal
-from auth.scope_gate import HEADER_MISMATCH, ScopeGate
+from auth.scope_gate import HEADER_MISMATCH, ScopeGate, fast_pass
 from tests.support import (
     BASE_URL,
     CLIENT_ID,
@@ -377,6 +377,104 @@ def test_modern_request_without_mcp_name_still_needs_the_scope(client, signer):
     headers, body = modern_request("tools/call", CREATE_NOTE, signer.token(scope=READ))
     del headers["Mcp-Name"]
     assert_insufficient_scope(client.post("/mcp", json=body, headers=headers), WRITE)
+
+
+# --- a caller holding every scope: the gate leaves the body to the SDK, the headers are still checked -----
+
+EVERY_SCOPE = " ".join(GROUP_SCOPES)
+DISAGREEING_HEADERS = [
+    {"Mcp-Name": "get_me"},
+    {"Mcp-Name": "GET_ME"},
+    {"Mcp-Name": sentinel("read_note")},
+    {"Mcp-Method": "tools/list"},
+    {"Mcp-Method": "tools/list", "Mcp-Name": "create_note"},
+]
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+@pytest.mark.parametrize("extra", DISAGREEING_HEADERS, ids=lambda extra: "+".join(f"{k}={v}" for k, v in extra.items()))
+def test_disagreeing_headers_are_400_for_a_caller_with_every_scope(client, signer, era, extra):
+    headers, body = era_request(era, "tools/call", CREATE_NOTE, signer.token(scope=EVERY_SCOPE), request_id=9)
+    assert_header_mismatch(client.post("/mcp", json=body, headers={**headers, **extra}), 9)
+    assert note_count(client, signer) == 0
+
+
+def test_duplicated_mcp_name_is_400_for_a_caller_with_every_scope(client, signer):
+    headers, body = modern_request("tools/call", CREATE_NOTE, signer.token(scope=EVERY_SCOPE), request_id=4)
+    raw = [(name, value) for name, value in headers.items() if name != "Mcp-Name"]
+    raw += [("Mcp-Name", "create_note"), ("Mcp-Name", "get_me")]
+    response = client.post("/mcp", content=json.dumps(body), headers=httpx2.Headers(raw))
+    assert_header_mismatch(response, 4)
+    assert note_count(client, signer) == 0
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_caller_with_every_scope_runs_any_tool(client, signer, era):
+    headers, body = era_request(era, "tools/call", CREATE_NOTE, signer.token(scope=EVERY_SCOPE))
+    response = client.post("/mcp", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert parse_mcp_response(response)["result"]["structuredContent"]["title"] == "groceries"
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_body_over_the_limit_is_our_413_for_a_caller_with_every_scope(idp, signer, era):
+    with running_app(mcp_max_body_bytes=2048) as client:
+        big = {"name": "create_note", "arguments": {"title": "t", "content": "x" * 3000}}
+        headers, body = era_request(era, "tools/call", big, signer.token(scope=EVERY_SCOPE))
+        response = client.post("/mcp", json=body, headers=headers)
+        assert response.status_code == 413
+        assert response.json() == {"error": "request_too_large", "error_description": "request body too large"}
+
+
+def raw_headers(**values: str) -> list[tuple[bytes, bytes]]:
+    return [(name.replace("_", "-").encode(), value.encode()) for name, value in values.items()]
+
+
+@pytest.mark.parametrize(
+    ("headers", "passes"),
+    [
+        (raw_headers(content_length="300"), True),  # legacy, no routing header: nothing to check
+        (raw_headers(content_length="300", mcp_protocol_version=MODERN_VERSION, mcp_name="x", mcp_method="y"), True),
+        (raw_headers(content_length="300", mcp_protocol_version="2099-01-01", mcp_method="y"), True),  # SDK: modern
+        (raw_headers(content_length="300", mcp_name="x"), False),  # legacy with a routing header: ours to check
+        (raw_headers(content_length="300", mcp_protocol_version="2025-11-25", mcp_method="y"), False),
+        (raw_headers(content_length="300", mcp_protocol_version="2025-03-26", mcp_name="x"), False),
+        # the SDK routes on the first version header; so does the gate
+        (
+            [
+                *raw_headers(mcp_protocol_version="2025-11-25", mcp_name="x"),
+                (b"mcp-protocol-version", b"2026-07-28"),
+                *raw_headers(content_length="1"),
+            ],
+            False,
+        ),
+        (raw_headers(mcp_protocol_version=MODERN_VERSION), False),  # no length: read it here, bounded
+        (raw_headers(content_length="4097"), False),  # over the limit: our 413
+        (raw_headers(content_length="4096"), True),
+        (raw_headers(content_length="-1"), False),
+        (raw_headers(content_length="1e3"), False),
+        (raw_headers(content_length="9" * 40), False),
+        ([*raw_headers(content_length="3"), *raw_headers(content_length="3")], False),
+    ],
+)
+def test_fast_pass_only_when_nothing_is_left_to_check(headers, passes):
+    assert fast_pass(headers, 4096) is passes
+
+
+async def test_a_caller_with_every_scope_gets_the_original_receive_on_the_modern_path():
+    downstream, sent = Downstream(), Sent()
+    headers = raw_headers(
+        content_length=str(len(CREATE_RAW)), mcp_protocol_version=MODERN_VERSION, mcp_method="tools/call"
+    )
+    receive = ChunkedReceive([CREATE_RAW])
+    await make_gate(downstream)(http_scope(principal_with(WRITE), headers=headers), receive, sent)
+    assert downstream.receives == [receive]
+    assert downstream.bodies == [CREATE_RAW]
+    # the same request from a caller without the scope is read and refused here
+    downstream, sent = Downstream(), Sent()
+    await make_gate(downstream)(http_scope(principal_with(READ), headers=headers), ChunkedReceive([CREATE_RAW]), sent)
+    assert downstream.bodies == []
+    assert sent.status == 403
 
 
 # --- odd bodies ----------------------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""auth.jws.decode_segment must accept and refuse exactly what PyJWT's own segment check does."""
+
+from __future__ import annotations
+
+import base64
+import random
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.api_jws import PyJWS
+from jwt.exceptions import DecodeError
+
+from auth.jws import decode_segment, jws_parser, jwt_decoder
+
+ORIGINAL = PyJWS._decode_base64url_segment
+RANDOM_CASES = 20_000  # bounded: a few hundred milliseconds
+
+
+def outcome(decode: object, segment: bytes) -> bytes | str:
+    try:
+        return decode(segment, "payload")  # type: ignore[operator]
+    except DecodeError as exc:
+        return f"DecodeError: {exc}"
+
+
+EDGE_CASES = [
+    b"",
+    b"=",
+    b"==",
+    b"===",
+    b"A",
+    b"AA",
+    b"AAA",
+    b"AAAA",
+    b"AA==",
+    b"AA=",
+    b"AAA=",
+    b"AAAA==",
+    b"A===",
+    b"AB",  # non-zero bits after the last byte: not canonical
+    b"AE",
+    b"QQ",
+    b"QR",
+    b"QUI",
+    b"QUJ",
+    b"!!!!",
+    b"AA!A",
+    b"AA+A",  # standard base64, not base64url
+    b"AA/A",
+    b"AA A",
+    b"AA\nA",
+    b"A=A=",
+    b"AA=A",
+    b"\xff\xfe",
+    base64.urlsafe_b64encode(bytes(range(256))).rstrip(b"="),
+    base64.urlsafe_b64encode(bytes(range(256))),
+    b"eyJhbGciOiJSUzI1NiJ9",
+    b"eyJhbGciOiJSUzI1NiJ9=",
+]
+
+
+@pytest.mark.parametrize("segment", EDGE_CASES)
+def test_edge_cases_match_pyjwt(segment):
+    assert outcome(decode_segment, segment) == outcome(ORIGINAL, segment)
+
+
+def test_random_segments_match_pyjwt():
+    rng = random.Random(7)
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/ .!\x00\xff"
+    accepted = 0
+    for _ in range(RANDOM_CASES):
+        if rng.random() < 0.5:  # real encodings, sometimes padded, sometimes with one byte changed
+            segment = base64.urlsafe_b64encode(rng.randbytes(rng.randrange(0, 40)))
+            segment = segment if rng.random() < 0.3 else segment.rstrip(b"=")
+            if segment and rng.random() < 0.3:
+                at = rng.randrange(len(segment))
+                segment = segment[:at] + bytes([rng.choice(alphabet)]) + segment[at + 1 :]
+        else:
+            segment = bytes(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
+        expected = outcome(ORIGINAL, segment)
+        assert outcome(decode_segment, segment) == expected, segment
+        accepted += not isinstance(expected, str)
+    assert 0.2 * RANDOM_CASES < accepted < 0.8 * RANDOM_CASES  # both kinds were exercised
+
+
+def test_the_decoder_is_pyjwt_with_only_the_segment_check_replaced():
+    assert jwt_decoder._jws is jws_parser
+    assert type(jws_parser)._decode_base64url_segment is decode_segment
+    key = ec.generate_private_key(ec.SECP256R1())
+    token = jwt.encode({"sub": "x", "aud": "a"}, key, algorithm="ES256", headers={"kid": "k"})
+    claims = jwt_decoder.decode(token, key.public_key(), algorithms=["ES256"], audience="a")
+    assert claims == {"sub": "x", "aud": "a"}
+    assert jws_parser.get_unverified_header(token)["kid"] == "k"
+    forged = token[:-4] + ("AAAA" if token[-4:] != "AAAA" else "BBBB")
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt_decoder.decode(forged, key.public_key(), algorithms=["ES256"], audience="a")
+    with pytest.raises(DecodeError):
+        jwt_decoder.decode(token[:-2] + "!!", key.public_key(), algorithms=["ES256"], audience="a")
