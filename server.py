@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         # Before MCPServer is built: its own basicConfig call is then a no-op.
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(settings.log_level, settings.log_format, settings.log_flush_seconds)
         lean_logging()
         configured_issuer = settings.oauth_issuer
         if args.dev:

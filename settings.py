@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     forwarded_allow_ips: CommaList = Field(default_factory=lambda: list(LOOPBACK_PROXIES))
     log_level: str = "INFO"
     log_format: LogFormat = "text"
+    # Log lines are written in batches at most this late (WARNING and worse at once); 0 writes each line at once.
+    log_flush_seconds: float = Field(default=0.2, ge=0, le=10)
     # When set, GET /metrics needs `Authorization: Bearer <token>`; when unset, only loopback may scrape.
     metrics_token: SecretStr | None = None
 

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 _MAX_NUMERIC_DATE = 253402300799
 _MAX_KID_LENGTH = 256
 _CLIENT_ID_CLAIMS = ("azp", "client_id", "cid", "appid")
+# Parsed JOSE headers remembered by their segment: an IdP signs with few (alg, kid) pairs, so most tokens share one.
+_MAX_REMEMBERED_HEADERS = 256
+_MAX_REMEMBERED_HEADER_CHARS = 512
 
 # PyJWT's exception family mapped once to what the client is told.
 _JWT_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
@@ -75,6 +78,7 @@ class TokenVerifier:
         self._algorithms = frozenset(algorithms)
         self._leeway = leeway
         self._max_token_bytes = max_token_bytes
+        self._headers: dict[str, dict[str, Any]] = {}
         self.cache = TokenCache(
             max_entries=cache_entries,
             max_age=cache_seconds,
@@ -121,12 +125,25 @@ class TokenVerifier:
         hint = explain(token, error.description, self.rules) if len(token) <= self._max_token_bytes else ""
         return f"{error.detail}; {hint}" if hint and hint not in error.detail else error.detail
 
+    def _header(self, segment: str) -> dict[str, Any]:
+        """The token's JOSE header, unverified: only used to choose the key and to refuse early.
+
+        The header segment alone goes through PyJWT's own parser and header checks (given the whole token it would
+        also decode payload and signature, which jwt.decode does anyway). Parsed headers are remembered by their
+        exact segment, bounded; the same segment always parses to the same header, and nothing changes it."""
+        header = self._headers.get(segment)
+        if header is None:
+            header = jws_parser.get_unverified_header(segment + "..")
+            if len(segment) <= _MAX_REMEMBERED_HEADER_CHARS:
+                if len(self._headers) >= _MAX_REMEMBERED_HEADERS:
+                    del self._headers[next(iter(self._headers))]  # oldest first
+                self._headers[segment] = header
+        return header
+
     async def _verify(self, token: str) -> tuple[Principal, VerificationKey]:
         if token.count(".") != 2:
             raise InvalidToken("token is not a JWT", detail="not three dot-separated parts")
-        # The header segment alone, through PyJWT's own parser and header checks: given the whole token it would
-        # also decode payload and signature, which jwt.decode below does (again) anyway.
-        header = jws_parser.get_unverified_header(token.partition(".")[0] + "..")
+        header = self._header(token.partition(".")[0])
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._algorithms:
             raise InvalidToken("token algorithm is not accepted", detail=f"alg {shown(alg, 24)} not allowed")

@@ -80,7 +80,7 @@ def without_auth(app: Starlette, settings: Settings) -> Starlette:
 
 def main() -> int:
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.log_flush_seconds)
     lean_logging()
     app = without_auth(build_app(settings), settings)
     AppStatus.disable_automatic_graceful_drain()

@@ -510,6 +510,30 @@ async def test_unknown_non_critical_header_is_accepted(verifier, signer, header)
     assert (await verifier.verify(signer.token(headers=header))).subject == "user-123"
 
 
+async def test_remembered_header_gives_the_same_answers_as_a_fresh_parse(verifier, signer):
+    """Parsed headers are remembered by their exact segment: a refusal stays a refusal on the next token with
+    that header, and a token whose header differs by one character is parsed on its own."""
+    crit = rs256(signer, as_json(make_claims()), crit=["b64"], b64=True)
+    for _ in range(3):
+        assert (await refused(verifier, crit)).description == "token has unsupported critical header parameters"
+    good = signer.token()
+    assert (await verifier.verify(good)).subject == "user-123"
+    assert (await verifier.verify(signer.token())).subject == "user-123"  # new token, same header segment
+    segment, _, rest = good.partition(".")
+    assert len(verifier._headers) == 2
+    other_kid = signer.token(headers={"kid": "rsa-2"})
+    assert (await refused(verifier, other_kid)).description == "token signing key is unknown"
+    assert (await refused(verifier, segment[:-1] + "!." + rest)).description == "token is malformed"
+    assert len(verifier._headers) == 3  # the malformed segment is not remembered
+
+
+async def test_remembered_headers_are_bounded(verifier, signer):
+    for number in range(300):
+        await refused(verifier, signer.token(headers={"kid": f"unknown-{number}"}))
+    assert len(verifier._headers) == 256
+    assert (await verifier.verify(signer.token())).subject == "user-123"
+
+
 # --- kid -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kid", "description"),
