@@ -21,6 +21,8 @@ BASE64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 
 def decode_segment(segment: bytes, name: str) -> bytes:
     """One base64url segment of a compact JWS, decoded; DecodeError wherever PyJWT raises one."""
+    if not segment:
+        return b""  # as PyJWT decodes it (the verifier parses a header alone as `header..`)
     stripped = segment.rstrip(b"=")
     padding = len(segment) - len(stripped)
     if (
