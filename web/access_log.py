@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from web.log_format import REQUEST_ID
+from web.log_format import REQUEST_ID, DirectLines
 from web.metrics import Metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -22,6 +22,8 @@ _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 _UNSAFE_CHARS = re.compile(r"[^\x21-\x7e]")
 MAX_PATH_CHARS = 256
 MAX_FIELD_CHARS = 128
+
+ACCESS_FORMAT = "%s %s %s %.1fms %s"
 
 access_logger = logging.getLogger("access")
 
@@ -44,7 +46,9 @@ def loggable(value: object, limit: int = MAX_FIELD_CHARS) -> str | None:
     """A value safe for one log line: printable ASCII only (others escaped as ?), bounded in length."""
     if value is None:
         return None
-    text = _UNSAFE_CHARS.sub("?", str(value))
+    text = str(value)
+    if not (text.isascii() and text.isprintable() and " " not in text):  # else all of it is in \x21-\x7e
+        text = _UNSAFE_CHARS.sub("?", text)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -55,6 +59,7 @@ class AccessLog:
         self.app = app
         self.metrics = metrics
         self.logger = logger
+        self.direct = DirectLines(logger)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,6 +115,6 @@ class AccessLog:
             for name in ("client", "auth", "subject", "client_id", "request_id")
             if fields[name] is not None
         )
-        self.logger.info(
-            "%s %s %s %.1fms %s", fields["method"], fields["path"], status, fields["duration_ms"], context, extra=fields
-        )
+        args = (fields["method"], fields["path"], status, fields["duration_ms"], context)
+        if not self.direct.write(ACCESS_FORMAT % args, fields):
+            self.logger.info(ACCESS_FORMAT, *args, extra=fields)

@@ -41,17 +41,30 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, then the record's extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        fields = {name: value for name, value in vars(record).items() if name not in _RECORD_ATTRIBUTES}
+        exception = self.formatException(record.exc_info) if record.exc_info else None
+        return self.line(record.created, record.levelname, record.name, record.getMessage(), fields, exception)
+
+    @staticmethod
+    def line(
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        fields: dict[str, object],
+        exception: str | None = None,
+    ) -> str:
         entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
+            "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+            "level": level,
+            "logger": logger,
+            "message": message,
         }
-        for name, value in vars(record).items():
-            if name not in _RECORD_ATTRIBUTES and name not in entry and value is not None:
+        for name, value in fields.items():
+            if name not in entry and value is not None:
                 entry[name] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if exception:
+            entry["exception"] = exception
         return json.dumps(entry, default=str)  # ASCII only: safe whatever the locale of stderr
 
 
@@ -64,11 +77,19 @@ class TextFormatter(logging.Formatter):
         self._stamp = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        return self.time_stamp(record.created)
+
+    def time_stamp(self, created: float) -> str:
+        """What %(asctime)s shows for a record created at `created` (milliseconds as LogRecord counts them)."""
+        second = int(created)
         if second != self._second:
             self._stamp = time.strftime(self.default_time_format, self.converter(second))
             self._second = second
-        return self.default_msec_format % (self._stamp, record.msecs)
+        return self.default_msec_format % (self._stamp, int((created - second) * 1000))
+
+    def line(self, created: float, level: str, logger: str, message: str) -> str:
+        """The line format() gives a record without exception or stack: TEXT_FORMAT, built directly."""
+        return f"{self.time_stamp(created)} {level} {logger}: {message}"
 
 
 class BatchingStreamHandler(logging.StreamHandler):
@@ -82,21 +103,32 @@ class BatchingStreamHandler(logging.StreamHandler):
         self.max_batch_chars = max_batch_chars
         self._batch: list[str] = []
         self._batch_chars = 0
-        self._closed = threading.Event()
+        self._stopped = threading.Event()  # (logging.Handler has a _closed of its own)
         self._flusher = threading.Thread(target=self._flush_every_interval, name="log-flush", daemon=True)
         self._flusher.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
-            self._batch.append(line)  # handle() holds the handler's lock around emit()
-            self._batch_chars += len(line)
-            if record.levelno >= logging.WARNING or self._batch_chars >= self.max_batch_chars:
-                self._write_batch()
+            self._add(self.format(record), record.levelno)  # handle() holds the handler's lock around emit()
         except RecursionError:
             raise
         except Exception:  # noqa: BLE001 - logging's contract: report through handleError, never raise
             self.handleError(record)
+
+    def write_line(self, line: str, levelno: int) -> None:
+        """A line already formatted as this handler's formatter would: see DirectLines."""
+        self.acquire()
+        try:
+            self._add(line, levelno)
+        finally:
+            self.release()
+
+    def _add(self, line: str, levelno: int) -> None:
+        line += self.terminator
+        self._batch.append(line)
+        self._batch_chars += len(line)
+        if levelno >= logging.WARNING or self._batch_chars >= self.max_batch_chars:
+            self._write_batch()
 
     def flush(self) -> None:
         self.acquire()
@@ -106,7 +138,7 @@ class BatchingStreamHandler(logging.StreamHandler):
             self.release()
 
     def close(self) -> None:
-        self._closed.set()
+        self._stopped.set()
         try:
             with contextlib.suppress(OSError, ValueError):  # the stream is gone: nothing left to write to
                 self.flush()
@@ -121,11 +153,60 @@ class BatchingStreamHandler(logging.StreamHandler):
             self.stream.flush()
 
     def _flush_every_interval(self) -> None:
-        while not self._closed.wait(self.flush_seconds):
+        while not self._stopped.wait(self.flush_seconds):
             # A closed or broken stderr: the next emit() reports it through handleError.
             if self._batch:
                 with contextlib.suppress(OSError, ValueError):
                     self.flush()
+
+
+class DirectLines:
+    """Writes one logger's lines straight into the process's batching handler, formatted as its formatter would
+    format the record, skipping the LogRecord and the logging machinery around it (most of an access line's cost).
+
+    Only while logging is set up as configure_logging left it: the logger has no handlers or filters of its own
+    and propagates to the root, whose only handler is a BatchingStreamHandler with our formatter and filter. Any
+    other set-up (a handler added by an operator, pytest's caplog) makes write() return False, and the caller
+    logs the usual way. Checked on every line, so a change to the set-up takes effect at once.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.root = logging.getLogger()
+
+    def handler(self) -> BatchingStreamHandler | None:
+        logger = self.logger
+        if logger.handlers or logger.filters or not logger.propagate or logger.parent is not self.root:
+            return None
+        handlers = self.root.handlers
+        if len(handlers) != 1:
+            return None
+        handler = handlers[0]
+        if type(handler) is not BatchingStreamHandler or handler.level > logging.INFO:
+            return None
+        filters = handler.filters
+        if len(filters) != 1 or type(filters[0]) is not RequestIdFilter:
+            return None
+        return handler
+
+    def write(self, message: str, fields: dict[str, object]) -> bool:
+        """One INFO line with `fields` as the record's extra fields; False when it must go through logging.
+        The caller has checked logger.isEnabledFor(logging.INFO)."""
+        handler = self.handler()
+        if handler is None:
+            return False
+        formatter = handler.formatter
+        created = time.time()
+        if type(formatter) is TextFormatter:
+            line = formatter.line(created, "INFO", self.logger.name, message)
+        elif type(formatter) is JsonFormatter:
+            if fields.get("request_id") is None:
+                fields = {**fields, "request_id": REQUEST_ID.get()}  # as RequestIdFilter would add it
+            line = JsonFormatter.line(created, "INFO", self.logger.name, message, fields)
+        else:
+            return False
+        handler.write_line(line, logging.INFO)
+        return True
 
 
 def log_handler(log_format: str, flush_seconds: float = 0) -> logging.Handler:

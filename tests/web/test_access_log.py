@@ -138,6 +138,15 @@ def test_loggable_escapes_and_bounds():
     assert loggable("x" * 500, 10) == "x" * 10 + "..."
 
 
+def test_loggable_keeps_exactly_the_visible_ascii_characters():
+    """The quick test for text that needs no escaping agrees with the escaping rule, character by character."""
+    for code in range(0x110):
+        char = chr(code)
+        expected = char if 0x21 <= code <= 0x7E else "?"
+        assert loggable(f"a{char}b") == f"a{expected}b", hex(code)
+    assert loggable("caf\u00e9 \u2028x\x00") == "caf???x?"
+
+
 # --- request ids ------------------------------------------------------------------------------------------------
 
 

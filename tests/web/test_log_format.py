@@ -129,6 +129,13 @@ def test_a_broken_stream_is_reported_by_logging_not_raised(stream, monkeypatch):
     handler.close()  # does not raise either
 
 
+def test_closing_twice_is_harmless(stream):
+    """logging.shutdown closes every handler at exit, also one closed before."""
+    handler = BatchingStreamHandler(stream, flush_seconds=30)
+    handler.close()
+    handler.close()
+
+
 def test_log_handler_batches_only_when_asked():
     immediate, batched = log_handler("text"), log_handler("json", flush_seconds=0.2)
     try:
