@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -31,8 +32,12 @@ REFUSAL_LOG_BURST = 20
 REFUSAL_LOG_PER_SECOND = 5.0
 
 
-def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """The token of the single `Authorization: Bearer` header; the query string is never looked at."""
+# Accepted Authorization header values remembered with their verification (see RecentCallers).
+RECENT_CALLERS = 1024
+
+
+def authorization_value(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The raw value of the single `Authorization` header; the query string is never looked at."""
     value = None
     for name, raw in headers:
         # ASGI servers lower-case header names; the length test keeps the fallback off the common path.
@@ -42,6 +47,16 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str:
             value = raw
     if value is None:
         raise MissingToken()
+    return value
+
+
+def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The token of the single `Authorization: Bearer` header."""
+    return token_of(authorization_value(headers))
+
+
+def token_of(value: bytes) -> str:
+    """The token in an Authorization header value, which must use the Bearer scheme."""
     scheme, _, token = value.decode("latin-1").strip().partition(" ")
     if scheme.lower() != "bearer":
         raise MissingToken("bearer token required (other schemes are not accepted)")
@@ -94,6 +109,46 @@ class CallerViews:
         return user, credentials
 
 
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    digest: bytes
+    principal: Principal
+    user: AuthenticatedUser
+    credentials: AuthCredentials
+
+
+class RecentCallers:
+    """Authorization header values recently accepted, each with its verification: the token cache's digest and
+    Principal, and the SDK's objects built for it.
+
+    A repeat caller then costs one dict lookup by the exact header bytes (which hold the whole token) instead of
+    parsing the header and hashing the token. An entry is used only while the token cache still holds that same
+    verification, checked on every use (TokenCache.still_accepted): so the token's `exp`, the removal of its key
+    from the key set, the cache's own bounds and evictions all apply exactly as they do to the cache. Bounded,
+    oldest first out; the SDK objects are shared with CallerViews, so an entry adds little beyond its key.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._callers: dict[bytes, _Caller] = {}
+
+    def __len__(self) -> int:
+        return len(self._callers)
+
+    def get(self, value: bytes) -> _Caller | None:
+        return self._callers.get(value)
+
+    def remember(self, value: bytes, caller: _Caller) -> None:
+        if self._max_entries <= 0:
+            return
+        self._callers[value] = caller
+        if len(self._callers) > self._max_entries:
+            del self._callers[next(iter(self._callers))]  # oldest first
+
+    def forget(self, value: bytes) -> None:
+        self._callers.pop(value, None)
+
+
 class LogBudget:
     """A token bucket for log lines: `burst` at once, `per_second` on average, and a count of those left out."""
 
@@ -138,6 +193,7 @@ class BearerAuthMiddleware:
         self.responder = responder
         self.resource = resource
         self.views = CallerViews(resource, verifier.cache.max_entries)
+        self.recent = RecentCallers(min(RECENT_CALLERS, verifier.cache.max_entries))
         self.required_scopes = tuple(required_scopes)
         self.public_paths = frozenset(public_paths)
         self.public_prefixes = tuple(public_prefixes)
@@ -160,10 +216,19 @@ class BearerAuthMiddleware:
             return
         token = ""
         try:
-            token = bearer_token(scope["headers"])
-            principal = await self.verifier.verify(token)
-            if not principal.has_scopes(self.required_scopes):
-                raise InsufficientScope(self.required_scopes)
+            value = authorization_value(scope["headers"])
+            caller = self.recent.get(value)
+            if caller is not None and self.verifier.cache.still_accepted(caller.digest, caller.principal):
+                principal, user, credentials = caller.principal, caller.user, caller.credentials
+            else:
+                if caller is not None:
+                    self.recent.forget(value)
+                token = token_of(value)
+                principal = await self.verifier.verify(token)
+                if not principal.has_scopes(self.required_scopes):
+                    raise InsufficientScope(self.required_scopes)
+                user, credentials = self.views.of(principal, token)
+                self.recent.remember(value, _Caller(self.verifier.cache.digest(token), principal, user, credentials))
         except AuthError as exc:
             if not isinstance(exc, MissingToken) and self.refusal_log.allow():
                 unlogged = self.refusal_log.note()
@@ -175,7 +240,6 @@ class BearerAuthMiddleware:
             await self.responder(exc, scope, receive, send)
             return
 
-        user, credentials = self.views.of(principal, token)
         scope["user"] = user
         scope["auth"] = credentials
         state = scope.setdefault("state", {})

@@ -96,6 +96,19 @@ class TokenCache:
         self.misses += 1
         return None
 
+    def still_accepted(self, digest: bytes, principal: Principal) -> bool:
+        """Whether the verification that produced `principal` is still remembered and valid for `digest`: the same
+        entry (not evicted, not replaced), before its `until`, its key still in the key set. A lookup() without
+        the Principal it would build; a stale entry is left for lookup() to drop."""
+        accepted = self._accepted.get(digest)
+        if accepted is None or accepted.principal is not principal:
+            return False
+        if self._clock() < accepted.until and self._key_is_current(accepted.key):
+            self._accepted.move_to_end(digest)
+            self.hits += 1
+            return True
+        return False
+
     def accept(self, digest: bytes, principal: Principal, key: VerificationKey) -> None:
         until = min(principal.expires_at.timestamp(), self._clock() + self._max_age)
         self._refused.pop(digest, None)

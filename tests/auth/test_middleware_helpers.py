@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from auth.challenge import MAX_PREPARED_ANSWERS, ChallengeResponder
 from auth.errors import AuthError, InsufficientScope, InvalidToken, KeySetUnavailable, MissingToken
-from auth.middleware import REFUSAL_LOG_BURST, CallerViews, LogBudget
+from auth.middleware import REFUSAL_LOG_BURST, CallerViews, LogBudget, RecentCallers, _Caller
 from auth.principal import Principal
 from tests.support import BASE_URL, ISSUER, SERVER_URL, legacy_headers, make_settings, rpc_body
 from web.app import build_app
@@ -59,6 +59,24 @@ def test_views_are_bounded():
         views.of(who, f"token-{index}")
     assert len(views) == 3
     assert len(CallerViews(SERVER_URL, max_entries=0)) == 0
+
+
+def test_recent_callers_are_bounded_oldest_first():
+    views = CallerViews(SERVER_URL, max_entries=10)
+    recent = RecentCallers(max_entries=2)
+    callers = []
+    for index in range(3):
+        who = principal(f"user-{index}")
+        callers.append(_Caller(b"d%d" % index, who, *views.of(who, f"token-{index}")))
+        recent.remember(b"Bearer token-%d" % index, callers[-1])
+    assert len(recent) == 2
+    assert recent.get(b"Bearer token-0") is None
+    assert recent.get(b"Bearer token-2") is callers[2]
+    recent.forget(b"Bearer token-2")
+    assert recent.get(b"Bearer token-2") is None
+    off = RecentCallers(max_entries=0)
+    off.remember(b"Bearer token-1", callers[1])
+    assert len(off) == 0
 
 
 class Clock:

@@ -114,6 +114,30 @@ def test_accepted_entries_are_bounded_and_the_least_recently_used_goes_first(key
     assert all(cache.lookup(digest) is not None for digest in (digests[0], digests[2], digests[3]))
 
 
+def test_still_accepted_holds_only_for_the_same_entry_before_its_exp_with_its_key_current(key):
+    """The bearer middleware's RecentCallers relies on this check, on every use of a remembered header."""
+    clock, current = Clock(), {id(key)}
+    cache = make_cache(clock, current=current, max_age=1e9, max_entries=2)
+    digest = TokenCache.digest("a.b.c")
+    who = principal()
+    cache.accept(digest, who, key)
+    assert cache.still_accepted(digest, who)
+    assert not cache.still_accepted(digest, principal())  # an equal Principal from another verification
+    assert not cache.still_accepted(TokenCache.digest("a.b.d"), who)
+    current.clear()
+    assert not cache.still_accepted(digest, who)  # the key left the key set
+    current.add(id(key))
+    clock.now = EXPIRES
+    assert not cache.still_accepted(digest, who)  # expired
+    clock.now = 1000.0
+    again = principal()
+    cache.accept(digest, again, key)  # verified again: the old Principal no longer counts
+    assert not cache.still_accepted(digest, who) and cache.still_accepted(digest, again)
+    for other in ("x.y.1", "x.y.2"):
+        cache.accept(TokenCache.digest(other), principal(), key)
+    assert not cache.still_accepted(digest, again)  # evicted
+
+
 def test_zero_entries_remembers_nothing(key):
     cache = make_cache(Clock(), max_entries=0)
     digest = TokenCache.digest("a.b.c")

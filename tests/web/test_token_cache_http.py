@@ -66,6 +66,28 @@ def test_a_token_one_signature_character_away_from_a_cached_one_is_refused(app_c
     assert call(app_client, token) == (200, "")
 
 
+def test_a_remembered_header_counts_only_while_the_cache_holds_its_verification(idp, signer):
+    """Room for two verifications. t1 is evicted from the cache while its Authorization header is still among the
+    remembered ones: its next request is verified afresh (a miss), and every answer is for its own caller."""
+    app = build_app(make_settings(oauth_token_cache_entries=2))
+    tokens = [signer.token(sub=f"user-{index}") for index in range(3)]
+    with TestClient(app, base_url=BASE_URL) as client:
+        for index in (0, 1, 0, 2, 1):  # t2 pushes out t1, the least recently used
+            response = client.post("/mcp", json=GET_ME, headers=legacy_headers(tokens[index]))
+            assert response.status_code == 200, index
+            assert parse_mcp_response(response)["result"]["structuredContent"]["user_id"] == f"user-{index}"
+    cache = app.state.components.verifier.cache
+    assert (cache.misses, cache.hits) == (4, 1)
+
+
+def test_header_variants_of_one_token_are_the_same_caller(app_client, signer):
+    token = signer.token()
+    for value in (f"Bearer {token}", f"bearer {token}", f"Bearer  {token} ", f"BEARER {token}"):
+        response = app_client.post("/mcp", json=GET_ME, headers={**legacy_headers(token), "Authorization": value})
+        assert response.status_code == 200, value
+        assert parse_mcp_response(response)["result"]["structuredContent"]["user_id"] == "user-123"
+
+
 def test_each_request_carries_its_own_token_to_the_sdk(idp: FakeIdP, signer: Signer):
     """The SDK's view of the caller is built once per token, and never handed to another token's request."""
     app = build_app(make_settings())
