@@ -36,7 +36,7 @@ test: $(STAMP) $(INSPECTOR_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-# Load test on 127.0.0.1 (wrk from Debian and an SDK-only venv, installed by bench/setup.sh); about 13 minutes.
+# Load test on 127.0.0.1 (wrk from Debian and an SDK-only venv, installed by bench/setup.sh); about 10 to 15 minutes.
 # Results in docs/performance.md; BENCH_ARGS passes options, e.g. BENCH_ARGS="--repeats 3 --memory-tokens 0".
 .PHONY: bench
 bench: $(STAMP)
