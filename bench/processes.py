@@ -9,7 +9,6 @@ do not. Prints each process's median CPU per call and A's median over B's.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import signal
@@ -17,10 +16,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench.run import LOOPBACK, START_TIMEOUT, Bench, cpu_seconds, free_port, make_targets, pin
+from bench.run import LOOPBACK, Bench, cpu_seconds, free_port, make_targets, pin, wait_for_idp
 from bench.tokens import Issuer, write_tokens
 
 
@@ -55,14 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(workdir, args.seconds, 16, server_cpu, load_cpu, idp_port)
     servers = []
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            with contextlib.suppress(OSError):
-                bench.jwks_fetches()
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake IdP did not start")
-            time.sleep(0.05)
+        wait_for_idp(bench, idp)
         for index in range(args.processes):
             targets = make_targets(bench, Path(sys.executable))  # C and C+ are not started
             for name in ("A", "B"):

@@ -659,20 +659,25 @@ def main(argv: list[str] | None = None) -> int:
         )
     bench = Bench(workdir, args.duration, args.connections, server_cpu, load_cpu, idp_port)
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            with contextlib.suppress(OSError):
-                bench.jwks_fetches()
-                break
-            if time.monotonic() > deadline or idp.poll() is not None:
-                raise RuntimeError("the fake IdP did not start")
-            time.sleep(0.05)
+        wait_for_idp(bench, idp)
         return run_all(bench, issuer, args)
     finally:
         for target in bench.targets.values():
             target.stop()
         idp.send_signal(signal.SIGTERM)
         idp.wait(timeout=10)
+
+
+def wait_for_idp(bench: Bench, idp: subprocess.Popen[bytes]) -> None:
+    """Until the fake IdP answers (RuntimeError if it exits or takes longer than START_TIMEOUT)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        with contextlib.suppress(OSError):
+            bench.jwks_fetches()
+            return
+        if time.monotonic() > deadline or idp.poll() is not None:
+            raise RuntimeError("the fake IdP did not start")
+        time.sleep(0.05)
 
 
 def run_all(bench: Bench, issuer: Issuer, args: argparse.Namespace) -> int:

@@ -120,6 +120,11 @@ class BatchingStreamHandler(logging.StreamHandler):
         self.acquire()
         try:
             self._add(line, levelno)
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - as emit(): reported through handleError, never raised to the caller
+            level = logging.getLevelName(levelno)
+            self.handleError(logging.makeLogRecord({"msg": line, "levelno": levelno, "levelname": level}))
         finally:
             self.release()
 

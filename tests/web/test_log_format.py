@@ -126,6 +126,8 @@ def test_a_broken_stream_is_reported_by_logging_not_raised(stream, monkeypatch):
     handler.handle(record_at(time.time(), "lost"))
     handler.handle(logging.LogRecord("x", logging.ERROR, __file__, 1, "also lost", (), None))
     assert reported == ["also lost"]
+    handler.write_line("written directly, also lost", logging.WARNING)  # DirectLines' way in: no raise either
+    assert reported == ["also lost", "written directly, also lost"]
     handler.close()  # does not raise either
 
 
