@@ -11,6 +11,7 @@ import os
 import re
 import time
 from collections.abc import Iterable
+from typing import cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -99,22 +100,40 @@ class AccessLog:
             return
         principal = state.get("principal")
         client = scope.get("client")
-        fields = {
-            "method": loggable(scope["method"], 16),
-            "path": loggable(scope["path"], MAX_PATH_CHARS),
-            "status": status,
-            "duration_ms": round(seconds * 1000, 1),
-            "client": loggable(client[0]) if client else None,
-            "auth": outcome,
-            "subject": loggable(getattr(principal, "subject", None)),
-            "client_id": loggable(getattr(principal, "client_id", None)),
-            "request_id": request_id,
-        }
-        context = " ".join(
-            f"{name}={fields[name]}"
-            for name in ("client", "auth", "subject", "client_id", "request_id")
-            if fields[name] is not None
+        entry = (
+            scope["method"],
+            scope["path"],
+            status,
+            seconds,
+            client[0] if client else None,
+            outcome,
+            getattr(principal, "subject", None),
+            getattr(principal, "client_id", None),
+            request_id,
         )
-        args = (fields["method"], fields["path"], status, fields["duration_ms"], context)
-        if not self.direct.write(ACCESS_FORMAT % args, fields):
-            self.logger.info(ACCESS_FORMAT, *args, extra=fields)
+        if not self.direct.defer(access_line, entry):
+            message, fields = access_line(entry)
+            self.logger.info(message, extra=fields)
+
+
+def access_line(entry: tuple[object, ...]) -> tuple[str, dict[str, object]]:
+    """The access line's message and extra fields, from what _record kept of the request (formatted later, when
+    the log batch is written, on the default set-up)."""
+    method, path, status, seconds, client, outcome, subject, client_id, request_id = entry
+    fields: dict[str, object] = {
+        "method": loggable(method, 16),
+        "path": loggable(path, MAX_PATH_CHARS),
+        "status": status,
+        "duration_ms": round(cast(float, seconds) * 1000, 1),
+        "client": loggable(client),
+        "auth": outcome,
+        "subject": loggable(subject),
+        "client_id": loggable(client_id),
+        "request_id": request_id,
+    }
+    context = " ".join(
+        f"{name}={fields[name]}"
+        for name in ("client", "auth", "subject", "client_id", "request_id")
+        if fields[name] is not None
+    )
+    return ACCESS_FORMAT % (fields["method"], fields["path"], status, fields["duration_ms"], context), fields

@@ -12,8 +12,15 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
+
+# A deferred line's message and extra fields, computed from its entry when the batch is written.
+Render = Callable[[tuple[object, ...]], tuple[str, dict[str, object]]]
+# (created, formatter, logger name, render, entry): see BatchingStreamHandler.write_deferred
+_DeferredLine = tuple[float, "logging.Formatter | None", str, Render, tuple[object, ...]]
+DEFERRED_LINE_CHARS = 200  # what a deferred line counts towards max_batch_chars before it is formatted
 
 # Set by the access-log middleware for the duration of one request.
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -73,8 +80,8 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
-        self._second = -1
-        self._stamp = ""
+        # (second, its calendar part) in one attribute: lines are formatted on the log-flush thread as well
+        self._stamp: tuple[int, str] = (-1, "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return self.time_stamp(record.created)
@@ -82,10 +89,11 @@ class TextFormatter(logging.Formatter):
     def time_stamp(self, created: float) -> str:
         """What %(asctime)s shows for a record created at `created` (milliseconds as LogRecord counts them)."""
         second = int(created)
-        if second != self._second:
-            self._stamp = time.strftime(self.default_time_format, self.converter(second))
-            self._second = second
-        return self.default_msec_format % (self._stamp, int((created - second) * 1000))
+        cached_second, stamp = self._stamp
+        if second != cached_second:
+            stamp = time.strftime(self.default_time_format, self.converter(second))
+            self._stamp = (second, stamp)
+        return self.default_msec_format % (stamp, int((created - second) * 1000))
 
     def line(self, created: float, level: str, logger: str, message: str) -> str:
         """The line format() gives a record without exception or stack: TEXT_FORMAT, built directly."""
@@ -95,13 +103,16 @@ class TextFormatter(logging.Formatter):
 class BatchingStreamHandler(logging.StreamHandler):
     """A StreamHandler that writes lines in batches: at most `flush_seconds` after they are logged, at once when
     the batch reaches `max_batch_chars` or a line is WARNING or worse, and on flush() and close() (logging
-    flushes every handler at exit). A process killed outright loses at most `flush_seconds` of lines."""
+    flushes every handler at exit). A process killed outright loses at most `flush_seconds` of lines.
+
+    A batch holds finished lines and deferred ones (write_deferred): the latter are formatted when their batch is
+    written, many in a row, rather than one at a time at the end of each request."""
 
     def __init__(self, stream: object, *, flush_seconds: float, max_batch_chars: int = 64 * 1024) -> None:
         super().__init__(stream)  # type: ignore[arg-type]
         self.flush_seconds = flush_seconds
         self.max_batch_chars = max_batch_chars
-        self._batch: list[str] = []
+        self._batch: list[str | _DeferredLine] = []
         self._batch_chars = 0
         self._stopped = threading.Event()  # (logging.Handler has a _closed of its own)
         self._flusher = threading.Thread(target=self._flush_every_interval, name="log-flush", daemon=True)
@@ -115,16 +126,19 @@ class BatchingStreamHandler(logging.StreamHandler):
         except Exception:  # noqa: BLE001 - logging's contract: report through handleError, never raise
             self.handleError(record)
 
-    def write_line(self, line: str, levelno: int) -> None:
-        """A line already formatted as this handler's formatter would: see DirectLines."""
+    def write_deferred(self, created: float, logger: str, render: Render, entry: tuple[object, ...]) -> None:
+        """An INFO line of `logger`, logged at `created`: `render(entry)` gives its message and extra fields when the
+        batch is written, and the formatter of this moment formats it (see DirectLines)."""
         self.acquire()
         try:
-            self._add(line, levelno)
+            self._batch.append((created, self.formatter, logger, render, entry))
+            self._batch_chars += DEFERRED_LINE_CHARS
+            if self._batch_chars >= self.max_batch_chars:
+                self._write_batch()
         except RecursionError:
             raise
         except Exception:  # noqa: BLE001 - as emit(): reported through handleError, never raised to the caller
-            level = logging.getLevelName(levelno)
-            self.handleError(logging.makeLogRecord({"msg": line, "levelno": levelno, "levelname": level}))
+            self.handleError(logging.makeLogRecord({"msg": f"a line of {logger}", "levelno": logging.INFO}))
         finally:
             self.release()
 
@@ -152,10 +166,31 @@ class BatchingStreamHandler(logging.StreamHandler):
 
     def _write_batch(self) -> None:
         if self._batch:
-            text, self._batch, self._batch_chars = "".join(self._batch), [], 0
+            batch, self._batch, self._batch_chars = self._batch, [], 0
+            text = "".join(item if type(item) is str else self._formatted(item) for item in batch)
             self.stream.write(text)
         if self.stream and hasattr(self.stream, "flush"):
             self.stream.flush()
+
+    def _formatted(self, item: _DeferredLine) -> str:
+        created, formatter, logger, render, entry = item
+        try:
+            message, fields = render(entry)
+            if type(formatter) is JsonFormatter:
+                line = JsonFormatter.line(created, "INFO", logger, message, fields)
+            elif type(formatter) is TextFormatter:
+                line = formatter.line(created, "INFO", logger, message)
+            else:  # any other formatter gets the record logging would have made
+                record = logging.makeLogRecord({**fields, "name": logger, "msg": message, "created": created})
+                record.levelno, record.levelname = logging.INFO, "INFO"
+                record.msecs = int((created - int(created)) * 1000) + 0.0
+                line = (formatter or logging.Formatter()).format(record)
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - one line that cannot be formatted must not cost the batch
+            self.handleError(logging.makeLogRecord({"msg": f"a line of {logger}", "levelno": logging.INFO}))
+            return ""
+        return line + self.terminator
 
     def _flush_every_interval(self) -> None:
         while not self._stopped.wait(self.flush_seconds):
@@ -166,8 +201,9 @@ class BatchingStreamHandler(logging.StreamHandler):
 
 
 class DirectLines:
-    """Writes one logger's lines straight into the process's batching handler, formatted as its formatter would
-    format the record, skipping the LogRecord and the logging machinery around it (most of an access line's cost).
+    """Puts one logger's INFO lines straight into the process's batching handler, skipping the LogRecord and the
+    logging machinery around it (most of an access line's cost). The handler formats each line as its formatter
+    would format the record, when it writes the batch: so the request that logged it pays only for a tuple.
 
     Only while logging is set up as configure_logging left it: the logger has no handlers or filters of its own
     and propagates to the root, whose only handler is a BatchingStreamHandler with our formatter and filter. Any
@@ -194,23 +230,15 @@ class DirectLines:
             return None
         return handler
 
-    def write(self, message: str, fields: dict[str, object]) -> bool:
-        """One INFO line with `fields` as the record's extra fields; False when it must go through logging.
+    def defer(self, render: Render, entry: tuple[object, ...]) -> bool:
+        """One INFO line, logged now, whose message and extra fields are `render(entry)`, called later on the
+        log-flush thread (so `entry` must hold only values that do not change, and the fields must carry
+        `request_id` themselves). False when it must go through logging: the caller then logs it the usual way.
         The caller has checked logger.isEnabledFor(logging.INFO)."""
         handler = self.handler()
-        if handler is None:
+        if handler is None or type(handler.formatter) not in (TextFormatter, JsonFormatter):
             return False
-        formatter = handler.formatter
-        created = time.time()
-        if type(formatter) is TextFormatter:
-            line = formatter.line(created, "INFO", self.logger.name, message)
-        elif type(formatter) is JsonFormatter:
-            if fields.get("request_id") is None:
-                fields = {**fields, "request_id": REQUEST_ID.get()}  # as RequestIdFilter would add it
-            line = JsonFormatter.line(created, "INFO", self.logger.name, message, fields)
-        else:
-            return False
-        handler.write_line(line, logging.INFO)
+        handler.write_deferred(time.time(), self.logger.name, render, entry)
         return True
 
 

@@ -12,6 +12,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNKNOWN_TOOL = "unknown"
+PENDING_REQUESTS = 256  # request observations held before they are counted (render() counts them too)
 OTHER = "other"
 
 # Route templates: exact paths, then prefixes. Labels stay few whatever paths clients invent.
@@ -84,22 +85,34 @@ class Metrics:
         self.durations: dict[str, Histogram] = {}
         self.auth_outcomes: defaultdict[str, int] = defaultdict(int)
         self.tool_calls: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._pending: list[tuple[str, str, int, float, str | None]] = []
 
     def observe_request(self, *, path: str, method: str, status: int, seconds: float, auth: str | None) -> None:
-        route = route_template(path)
-        self.requests[(route, method if method in KNOWN_METHODS else OTHER, str(status))] += 1
-        histogram = self.durations.get(route)
-        if histogram is None:
-            histogram = self.durations[route] = Histogram(DURATION_BUCKETS)
-        histogram.observe(seconds)
-        if auth is not None:
-            self.auth_outcomes[auth] += 1
+        """Kept as it is and counted with the next ones (PENDING_REQUESTS at a time, or at the next render()):
+        many counted in a row cost less than each at the end of its own request."""
+        self._pending.append((path, method, status, seconds, auth))
+        if len(self._pending) >= PENDING_REQUESTS:
+            self._count_pending()
+
+    def _count_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        requests, durations, auth_outcomes = self.requests, self.durations, self.auth_outcomes
+        for path, method, status, seconds, auth in pending:
+            route = route_template(path)
+            requests[(route, method if method in KNOWN_METHODS else OTHER, str(status))] += 1
+            histogram = durations.get(route)
+            if histogram is None:
+                histogram = durations[route] = Histogram(DURATION_BUCKETS)
+            histogram.observe(seconds)
+            if auth is not None:
+                auth_outcomes[auth] += 1
 
     def observe_tool_call(self, tool: object, outcome: str) -> None:
         name = tool if isinstance(tool, str) and tool in self.tool_names else UNKNOWN_TOOL
         self.tool_calls[(name, outcome)] += 1
 
     def render(self) -> str:
+        self._count_pending()
         lines: list[str] = []
         _family(lines, "mcp_http_requests_total", "counter", "HTTP requests by route template, method and status.")
         for (route, method, status), value in sorted(self.requests.items()):

@@ -135,6 +135,10 @@ def no_propagation(handler: BatchingStreamHandler, logger: logging.Logger) -> No
     logger.propagate = False
 
 
+def plain_line(entry: tuple[object, ...]) -> tuple[str, dict[str, object]]:
+    return str(entry[0]), {"request_id": "r"}
+
+
 @pytest.mark.parametrize(
     "change", [another_root_handler, an_extra_filter, a_handler_on_the_logger, another_formatter, no_propagation]
 )
@@ -144,9 +148,9 @@ def test_any_other_set_up_goes_through_logging(change):
     direct = DirectLines(logger)
     with sole_handler() as (stream, handler):
         try:
-            assert direct.write("first", {"request_id": "r"}) is True
+            assert direct.defer(plain_line, ("first",)) is True
             extra = change(handler, logger)
-            assert direct.write("second", {"request_id": "r"}) is False
+            assert direct.defer(plain_line, ("second",)) is False
             if extra is not None:  # the caller's logger.info still reaches it
                 logger.info("second")
                 assert [record.getMessage() for record in extra.records] == ["second"]

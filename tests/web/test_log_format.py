@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from web.log_format import BatchingStreamHandler, TextFormatter, log_handler
+from web.log_format import BatchingStreamHandler, JsonFormatter, TextFormatter, log_handler
 
 
 class CountingStream(io.StringIO):
@@ -126,9 +127,51 @@ def test_a_broken_stream_is_reported_by_logging_not_raised(stream, monkeypatch):
     handler.handle(record_at(time.time(), "lost"))
     handler.handle(logging.LogRecord("x", logging.ERROR, __file__, 1, "also lost", (), None))
     assert reported == ["also lost"]
-    handler.write_line("written directly, also lost", logging.WARNING)  # DirectLines' way in: no raise either
-    assert reported == ["also lost", "written directly, also lost"]
+    handler.max_batch_chars = 1  # a deferred line (DirectLines' way in) then writes its batch at once: no raise
+    handler.write_deferred(time.time(), "access", lambda entry: ("deferred, also lost", {}), ())
+    assert reported == ["also lost", "a line of access"]
     handler.close()  # does not raise either
+
+
+def render_line(entry: tuple[object, ...]) -> tuple[str, dict[str, object]]:
+    (text,) = entry
+    if text == "bad":
+        raise ValueError("cannot render this one")
+    return f"rendered {text}", {"request_id": f"r-{text}"}
+
+
+def test_deferred_lines_are_rendered_when_written_in_order_with_the_others(stream):
+    handler = BatchingStreamHandler(stream, flush_seconds=30)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.handle(record_at(time.time(), "first"))
+    handler.setFormatter(TextFormatter())
+    rendered: list[object] = []
+    handler.write_deferred(1_790_000_000.25, "access", lambda entry: rendered.append(entry) or render_line(entry), (2,))
+    assert rendered == [] and stream.getvalue() == ""  # nothing formatted before the batch is written
+    handler.handle(record_at(time.time(), "third"))
+    handler.flush()
+    first, second, third = stream.getvalue().splitlines()
+    assert rendered == [(2,)]
+    assert first == "first" and third.endswith(" INFO x: third")
+    assert second == TextFormatter().line(1_790_000_000.25, "INFO", "access", "rendered 2")
+    handler.close()
+
+
+def test_a_deferred_line_that_cannot_be_rendered_costs_only_itself(stream, monkeypatch):
+    reported = []
+    handler = BatchingStreamHandler(stream, flush_seconds=30)
+    handler.setFormatter(JsonFormatter())
+    monkeypatch.setattr(handler, "handleError", lambda record: reported.append(record.getMessage()))
+    for text in ("a", "bad", "c"):
+        handler.write_deferred(1_790_000_000.0, "access", render_line, (text,))
+    handler.flush()
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(entry["message"], entry["request_id"]) for entry in entries] == [
+        ("rendered a", "r-a"),
+        ("rendered c", "r-c"),
+    ]
+    assert reported == ["a line of access"]
+    handler.close()
 
 
 def test_closing_twice_is_harmless(stream):
@@ -146,3 +189,12 @@ def test_log_handler_batches_only_when_asked():
     finally:
         immediate.close()
         batched.close()
+
+
+def test_a_deferred_line_meets_any_other_formatter_as_a_record(stream):
+    handler = BatchingStreamHandler(stream, flush_seconds=30)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s %(request_id)s %(msecs)03d"))
+    handler.write_deferred(1_790_000_000.25, "access", render_line, ("a",))
+    handler.flush()
+    assert stream.getvalue() == "INFO access rendered a r-a 250\n"
+    handler.close()

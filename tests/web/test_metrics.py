@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from settings import SettingsError, load_settings
 from tests.support import BASE_URL, MCP_HEADERS, FakeIdP, Signer, bearer, make_settings, parse_mcp_response, rpc_body
 from web.app import build_app
-from web.metrics import Histogram, Metrics, route_template
+from web.metrics import PENDING_REQUESTS, Histogram, Metrics, route_template
 
 METRICS_TOKEN = "scrape-token-0123456789abcdef"
 SCRAPE = bearer(METRICS_TOKEN)
@@ -259,3 +259,15 @@ def test_render_escapes_label_values_and_parses_back():
 )
 def test_route_templates(path, route):
     assert route_template(path) == route
+
+
+def test_request_observations_are_counted_in_batches_and_all_by_render():
+    metrics = Metrics()
+    total = PENDING_REQUESTS * 2 + 3
+    for index in range(total):
+        metrics.observe_request(path="/mcp", method="POST", status=200, seconds=0.001 * index, auth="ok")
+    assert sum(metrics.requests.values()) == PENDING_REQUESTS * 2  # at most PENDING_REQUESTS wait to be counted
+    samples = parse_exposition(metrics.render())
+    assert value(samples, "mcp_http_requests_total", route="/mcp", method="POST", status="200") == total
+    assert value(samples, "mcp_http_request_duration_seconds_count", route="/mcp") == total
+    assert value(samples, "mcp_auth_outcomes_total", outcome="ok") == total
