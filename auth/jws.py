@@ -1,16 +1,21 @@
-"""PyJWT's decoder with its base64url segment check done in C.
+"""PyJWT's decoder with its base64url segment check done in C, and the JOSE header of a token parsed alone.
 
 PyJWT 2.15 rejects junk in a segment (GHSA-hxm8-2xgr-2p9m) by testing every character in a Python loop: about
 a third of the cost of refusing a forged token. `decode_segment` applies the same rules (at most two `=`,
 padding only to a multiple of 4, no length of 4n+1, the base64url alphabet only, canonical encoding) with
 `bytes.translate` and `binascii`; tests/auth/test_jws.py checks it against PyJWT's own on edge cases and
 random input. Everything else (header checks, signature, claims) is PyJWT's, unchanged.
+
+`header_of` is PyJWT's `get_unverified_header` for the header segment alone: the same steps and errors, without
+splitting and decoding the other two segments (what it costs matters when refusing a flood of unknown kids).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+from typing import Any
 
 from jwt import PyJWT
 from jwt.api_jws import PyJWS
@@ -43,6 +48,19 @@ def decode_segment(segment: bytes, name: str) -> bytes:
 
 class FastSegmentJWS(PyJWS):
     _decode_base64url_segment = staticmethod(decode_segment)
+
+    def header_of(self, segment: str) -> dict[str, Any]:
+        """The JOSE header in a token's first segment (the text before its first "."), unverified: what
+        get_unverified_header(segment + "..") returns or raises (tests/auth/test_jws.py compares the two)."""
+        header_data = decode_segment(segment.encode("utf-8"), "header")
+        try:
+            header: dict[str, Any] = json.loads(header_data)
+        except (ValueError, RecursionError) as e:
+            raise DecodeError(f"Invalid header string: {e}") from e
+        if not isinstance(header, dict):
+            raise DecodeError("Invalid header string: must be a json object")
+        self._validate_headers(header)
+        return header
 
 
 jws_parser = FastSegmentJWS()

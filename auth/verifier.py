@@ -128,12 +128,12 @@ class TokenVerifier:
     def _header(self, segment: str) -> dict[str, Any]:
         """The token's JOSE header, unverified: only used to choose the key and to refuse early.
 
-        The header segment alone goes through PyJWT's own parser and header checks (given the whole token it would
-        also decode payload and signature, which jwt.decode does anyway). Parsed headers are remembered by their
+        The header segment alone goes through PyJWT's steps and header checks (given the whole token it would also
+        decode payload and signature, which jwt.decode does anyway). Parsed headers are remembered by their
         exact segment, bounded; the same segment always parses to the same header, and nothing changes it."""
         header = self._headers.get(segment)
         if header is None:
-            header = jws_parser.get_unverified_header(segment + "..")
+            header = jws_parser.header_of(segment)
             if len(segment) <= _MAX_REMEMBERED_HEADER_CHARS:
                 if len(self._headers) >= _MAX_REMEMBERED_HEADERS:
                     del self._headers[next(iter(self._headers))]  # oldest first

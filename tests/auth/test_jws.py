@@ -97,3 +97,59 @@ def test_the_decoder_is_pyjwt_with_only_the_segment_check_replaced():
         jwt_decoder.decode(forged, key.public_key(), algorithms=["ES256"], audience="a")
     with pytest.raises(DecodeError):
         jwt_decoder.decode(token[:-2] + "!!", key.public_key(), algorithms=["ES256"], audience="a")
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+HEADER_CASES = [
+    b64(b'{"alg":"RS256","kid":"k1","typ":"JWT"}'),
+    b64(b'{"alg":"ES256"}'),
+    b64(b'{"alg":"RS256","kid":7}'),  # kid not a string
+    b64(b'{"alg":"RS256","crit":["b64"],"b64":false}'),
+    b64(b'{"alg":"RS256","crit":["exp"]}'),  # unsupported critical extension
+    b64(b'{"alg":"RS256","crit":[]}'),
+    b64(b'{"alg":"RS256","crit":"b64"}'),
+    b64(b'{"alg":"RS256","b64":false}'),
+    b64(b'["alg","RS256"]'),  # not an object
+    b64(b'"RS256"'),
+    b64(b"null"),
+    b64(b'{"alg":"RS256"'),  # cut short
+    b64(b"\xff\xfe{}"),
+    b64('{"alg":"RS256"}'.encode("utf-16")),  # json.loads detects UTF-16 from the bytes
+    b64(b"[" * 100_000 + b"]" * 100_000),  # deep nesting
+    b64(b'{"alg":"RS256","kid":"\\ud800"}'),
+    b64(b'{"alg":"RS256"}') + "=",
+    "eyJhbGciOiJSUzI1NiJ9!",
+    "",
+    "e",
+    "\udc80",
+]
+
+
+def header_outcome(parse: object, segment: str) -> object:
+    try:
+        return parse(segment)  # type: ignore[operator]
+    except Exception as exc:  # the kind and message of every refusal are compared
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.mark.parametrize("segment", HEADER_CASES)
+def test_a_header_alone_parses_as_pyjwt_parses_it_in_a_token(segment):
+    expected = header_outcome(lambda text: PyJWS().get_unverified_header(text + ".."), segment)
+    assert header_outcome(jws_parser.header_of, segment) == expected
+
+
+def test_random_headers_parse_as_pyjwt_parses_them():
+    rng = random.Random(11)
+    pieces = [b'{"alg":"RS256"', b',"kid":"k"', b',"kid":1', b',"crit":["b64"]', b',"b64":false']
+    pieces += [b"}", b"]", b'"', b"\\"]
+    for _ in range(2000):
+        raw = b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 6)))
+        segment = b64(raw)
+        if rng.random() < 0.2:
+            at = rng.randrange(len(segment) + 1)
+            segment = segment[:at] + rng.choice("A_-=!") + segment[at:]  # no ".": a first segment holds none
+        expected = header_outcome(lambda text: PyJWS().get_unverified_header(text + ".."), segment)
+        assert header_outcome(jws_parser.header_of, segment) == expected, segment
