@@ -154,6 +154,21 @@ class JWKSCache:
     def key_count(self) -> int:
         return sum(len(keys) for keys in self._keys.values())
 
+    def unknown_kid_mark(self) -> object | None:
+        """What a refusal for an unknown kid (or no fitting key) depends on: this very key set, while it is usable
+        and no fetch may start (none in flight, the cooldown since the last attempt not over). get_key answers such
+        a kid the same way for as long as kid_still_unknown(mark) holds. None when a fetch may start now."""
+        now = self._clock()
+        if not self._usable(now) or self._may_fetch(now):
+            return None
+        return self._keys
+
+    def kid_still_unknown(self, mark: object) -> bool:
+        """Whether get_key would still refuse a kid it refused under `mark` (see unknown_kid_mark): the same key set
+        object (every fetch that succeeds replaces it), still usable, and still no fetch allowed."""
+        now = self._clock()
+        return mark is self._keys and self._usable(now) and not self._may_fetch(now)
+
     def is_current(self, key: VerificationKey) -> bool:
         """Whether this very key is still in the key set (refreshes keep unchanged keys as the same objects)."""
         return id(key) in self._held_ids

@@ -5,8 +5,8 @@ Security rules (a cache must never let a token in that the verifier would refuse
   have their own, smaller bound, so a flood of bad tokens cannot push the valid ones out;
 - an accepted entry never outlives the token's `exp`, nor `max_age`, and is only used while the key
   that verified it is still in the IdP's key set (a removed key stops its tokens at the next refresh);
-- refusals are kept only briefly (`refusal_seconds`) and never for "key unknown" or "keys unavailable",
-  which can change as soon as the key set is refreshed.
+- refusals are kept only briefly (`refusal_seconds`); "key unknown" only while the key set it was unknown in
+  is still held and no refresh may start (KeySource.kid_still_unknown), "keys unavailable" never.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from auth.errors import InvalidToken
 from auth.jwks import VerificationKey
 from auth.principal import Principal
 
-_NOT_CACHED_REFUSALS = frozenset({"token signing key is unknown"})
+KEY_UNKNOWN = "token signing key is unknown"  # a refusal that depends on the key set held (see KeySource)
 REFUSALS_PER_ACCEPTED = 10  # at most max_entries // 10 refusals are remembered
 
 
@@ -38,6 +38,17 @@ class _Refused:
     description: str
     detail: str
     until: float
+    keys_mark: object | None = None  # for KEY_UNKNOWN: the key set the kid was unknown in
+
+
+class KeySource(Protocol):
+    """What the cache asks the key set (auth.jwks.JWKSCache)."""
+
+    def is_current(self, key: VerificationKey) -> bool: ...
+
+    def unknown_kid_mark(self) -> object | None: ...
+
+    def kid_still_unknown(self, mark: object) -> bool: ...
 
 
 _Entry = TypeVar("_Entry", _Accepted, _Refused)
@@ -50,7 +61,7 @@ class TokenCache:
         max_entries: int = 10_000,
         max_age: float = 300,
         refusal_seconds: float = 5,
-        key_is_current: Callable[[VerificationKey], bool],
+        keys: KeySource,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._accepted: OrderedDict[bytes, _Accepted] = OrderedDict()
@@ -59,7 +70,8 @@ class TokenCache:
         self._max_refusals = max(1, max_entries // REFUSALS_PER_ACCEPTED) if max_entries > 0 else 0
         self._max_age = max_age
         self._refusal_seconds = refusal_seconds
-        self._key_is_current = key_is_current
+        self._keys = keys
+        self._key_is_current = keys.is_current
         self._clock = clock
         self.hits = 0
         self.misses = 0
@@ -88,7 +100,9 @@ class TokenCache:
         else:
             refused = self._refused.get(digest)
             if refused is not None:
-                if self._clock() < refused.until:
+                if self._clock() < refused.until and (
+                    refused.keys_mark is None or self._keys.kid_still_unknown(refused.keys_mark)
+                ):
                     self.hits += 1
                     # a fresh exception: tracebacks don't pile up
                     return InvalidToken(refused.description, detail=refused.detail)
@@ -115,10 +129,18 @@ class TokenCache:
         _store(self._accepted, digest, _Accepted(principal, key, until), self._max_entries)
 
     def refuse(self, digest: bytes, error: InvalidToken) -> None:
-        if self._refusal_seconds > 0 and error.description not in _NOT_CACHED_REFUSALS:
-            self._accepted.pop(digest, None)
-            refused = _Refused(error.description, error.detail, self._clock() + self._refusal_seconds)
-            _store(self._refused, digest, refused, self._max_refusals)
+        """Remember a refusal briefly. "Key unknown" is remembered only while the verifier would give it again
+        without looking further: under the same key set, with no refresh allowed (see KeySource)."""
+        if self._refusal_seconds <= 0:
+            return
+        keys_mark = None
+        if error.description == KEY_UNKNOWN:
+            keys_mark = self._keys.unknown_kid_mark()
+            if keys_mark is None:  # a refresh may start now, and may bring the kid
+                return
+        self._accepted.pop(digest, None)
+        refused = _Refused(error.description, error.detail, self._clock() + self._refusal_seconds, keys_mark)
+        _store(self._refused, digest, refused, self._max_refusals)
 
 
 def _store(entries: OrderedDict[bytes, _Entry], digest: bytes, entry: _Entry, bound: int) -> None:

@@ -83,7 +83,7 @@ class TokenVerifier:
             max_entries=cache_entries,
             max_age=cache_seconds,
             refusal_seconds=refusal_cache_seconds,
-            key_is_current=keys.is_current,
+            keys=keys,
         )
 
     async def verify(self, token: str) -> Principal:

@@ -47,10 +47,30 @@ def key(signer) -> VerificationKey:
     return VerificationKey(kid=signer.kid, kty="RSA", crv=None, alg="RS256", key=public)
 
 
-def make_cache(clock: Clock, *, current: set[int] | None = None, **options: float) -> TokenCache:
-    """A cache whose key set is `current` (ids of the keys still published); every key when None."""
+class FakeKeys:
+    """A key set whose keys are `current` (ids of the keys still published; every key when None). `mark` is what
+    unknown_kid_mark answers (None: a refresh may start now); a kid stays unknown while the mark is the same."""
+
+    def __init__(self, current: set[int] | None = None) -> None:
+        self.current = current
+        self.mark: object | None = object()
+
+    def is_current(self, key: VerificationKey) -> bool:
+        return self.current is None or id(key) in self.current
+
+    def unknown_kid_mark(self) -> object | None:
+        return self.mark
+
+    def kid_still_unknown(self, mark: object) -> bool:
+        return mark is self.mark
+
+
+def make_cache(
+    clock: Clock, *, current: set[int] | None = None, keys: FakeKeys | None = None, **options: float
+) -> TokenCache:
+    """A cache whose key set is `keys`, or one whose keys are `current` (every key when None)."""
     return TokenCache(
-        key_is_current=lambda key: current is None or id(key) in current,
+        keys=keys or FakeKeys(current),
         clock=clock,
         **options,  # type: ignore[arg-type]
     )
@@ -161,12 +181,33 @@ def test_a_refusal_is_remembered_only_briefly():
     assert cache.lookup(digest) is None
 
 
-def test_an_unknown_key_is_never_remembered_as_a_refusal():
-    cache = make_cache(Clock(), refusal_seconds=5)
+def test_an_unknown_key_is_not_remembered_when_a_refresh_may_start():
+    keys = FakeKeys()
+    keys.mark = None
+    cache = make_cache(Clock(), keys=keys, refusal_seconds=5)
     digest = TokenCache.digest("a.b.c")
     cache.refuse(digest, InvalidToken("token signing key is unknown"))
     assert cache.lookup(digest) is None
     assert len(cache) == 0
+
+
+def test_an_unknown_key_is_remembered_only_while_the_same_key_set_holds():
+    clock, keys = Clock(), FakeKeys()
+    cache = make_cache(clock, keys=keys, refusal_seconds=5)
+    digest = TokenCache.digest("a.b.c")
+    cache.refuse(digest, InvalidToken("token signing key is unknown", detail="no JWKS key matches the token's kid"))
+    remembered = cache.lookup(digest)
+    assert isinstance(remembered, InvalidToken)
+    assert (remembered.description, remembered.detail) == (
+        "token signing key is unknown",
+        "no JWKS key matches the token's kid",
+    )
+    keys.mark = object()  # a new key set (or a refresh allowed again): the kid may be known now
+    assert cache.lookup(digest) is None
+    assert len(cache) == 0  # forgotten, not kept for later
+    cache.refuse(digest, InvalidToken("token signing key is unknown"))
+    clock.now += 5  # and never longer than any refusal
+    assert cache.lookup(digest) is None
 
 
 def test_refusal_seconds_zero_remembers_no_refusal():
@@ -238,9 +279,52 @@ async def test_a_cached_token_is_refused_once_its_key_is_rotated_out(verifier, k
     idp.publish(rotated_signer)  # the IdP drops rsa-1
     await keys.refresh()
     assert (await refusal(verifier, token)).description == "token signing key is unknown"
-    # "key unknown" is not remembered: once the key is back, the same token is checked again and accepted.
+    # "key unknown" is not remembered when a refresh may start (no cooldown here): once the key is back, the same
+    # token is checked again and accepted.
     idp.publish(signer, rotated_signer)
     await keys.refresh()
+    assert (await verifier.verify(token)).subject == "user-123"
+
+
+@pytest.fixture
+async def slow_keys(idp, tls_context, monkeypatch):
+    """A key set with a 30 s refresh cooldown on a hand-moved clock, fetched once."""
+    monkeypatch.setattr(httpx, "AsyncClient", functools.partial(httpx.AsyncClient, verify=tls_context))
+    clock = Clock()
+    cache = JWKSCache(JWKS_URI, cooldown=30, clock=clock)
+    await cache.refresh()
+    yield cache, clock
+    await cache.aclose()
+
+
+async def test_an_unknown_kid_is_answered_from_memory_only_while_no_refresh_could_bring_it(
+    slow_keys, idp, signer, rotated_signer
+):
+    keys, clock = slow_keys
+    verifier = TokenVerifier(keys, issuer=ISSUER, audiences=[SERVER_URL], algorithms=DEFAULT_ALGORITHMS)
+    token = rotated_signer.token()  # rsa-2: not published yet
+    fetches = idp.jwks_fetches
+    first = await refusal(verifier, token)
+    assert first.description == "token signing key is unknown"
+    hits = verifier.cache.hits
+    second = await refusal(verifier, token)  # within the cooldown, same key set: the verifier would say the same
+    assert verifier.cache.hits == hits + 1
+    assert (second.description, second.detail) == (first.description, first.detail)
+    assert idp.jwks_fetches == fetches
+    idp.publish(signer, rotated_signer)
+    clock.now += 30  # the cooldown is over: a refresh may bring the kid, so the refusal no longer holds
+    assert (await verifier.verify(token)).subject == "user-123"
+    assert idp.jwks_fetches == fetches + 1
+
+
+async def test_an_unknown_kid_is_checked_again_as_soon_as_the_key_set_changes(slow_keys, idp, signer, rotated_signer):
+    keys, _ = slow_keys
+    verifier = TokenVerifier(keys, issuer=ISSUER, audiences=[SERVER_URL], algorithms=DEFAULT_ALGORITHMS)
+    token = rotated_signer.token()
+    await refusal(verifier, token)
+    assert isinstance(verifier.cache.lookup(TokenCache.digest(token)), InvalidToken)  # remembered
+    idp.publish(signer, rotated_signer)
+    await keys.refresh()  # a refresh (a TTL revalidation, say) inside the cooldown
     assert (await verifier.verify(token)).subject == "user-123"
 
 
