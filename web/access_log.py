@@ -90,9 +90,12 @@ class AccessLog:
 
     def _record(self, scope: Scope, state: dict, status: int, seconds: float, request_id: str) -> None:
         outcome = state.get("auth_outcome")
+        # No more of the path than the line shows (one character more says it was cut): the entry and the metrics
+        # observation wait for their batch, and the client chose the path's length.
+        path = scope["path"][: MAX_PATH_CHARS + 1]
         if self.metrics is not None:
             self.metrics.observe_request(
-                path=scope["path"], method=scope["method"], status=status, seconds=seconds, auth=outcome
+                path=path, method=scope["method"], status=status, seconds=seconds, auth=outcome
             )
             for tool in state.get("refused_tools", ()):
                 self.metrics.observe_tool_call(tool, "refused")
@@ -102,7 +105,7 @@ class AccessLog:
         client = scope.get("client")
         entry = (
             scope["method"],
-            scope["path"],
+            path,
             status,
             seconds,
             client[0] if client else None,

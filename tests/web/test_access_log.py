@@ -15,9 +15,10 @@ from starlette.testclient import TestClient
 from auth.dev_issuer import DevIssuer
 from tests.support import BASE_URL, CLIENT_ID, SERVER_URL, FakeIdP, Signer, bearer, make_settings, rpc_body
 from tests.support import MCP_HEADERS as JSON_HEADERS
-from web.access_log import incoming_request_id, loggable
+from web.access_log import MAX_PATH_CHARS, AccessLog, access_line, incoming_request_id, loggable
 from web.app import build_app
 from web.log_format import REQUEST_ID, JsonFormatter, RequestIdFilter, log_handler
+from web.metrics import Metrics
 
 GET_ME = rpc_body("tools/call", {"name": "get_me", "arguments": {}})
 NOTE_CONTENT = "the combination is 12-34-56, tell no one"
@@ -129,7 +130,22 @@ def test_the_path_is_logged_without_control_characters_and_bounded(client, logs)
     assert "\n" not in record.getMessage()
     logs.clear()
     client.get("/" + "a" * 1000)
-    assert len(only_access_record(logs).path) < 300
+    assert only_access_record(logs).path == "/" + "a" * (MAX_PATH_CHARS - 1) + "..."
+
+
+def test_a_waiting_access_entry_holds_no_more_of_the_path_than_its_line_shows():
+    deferred: list[tuple[object, ...]] = []
+    logger = logging.getLogger("test.access.waiting")
+    logger.setLevel(logging.INFO)
+    app = lambda scope, receive, send: None  # noqa: E731 - never called
+    access = AccessLog(app, metrics=Metrics(), logger=logger)  # type: ignore[arg-type]
+    access.direct.defer = lambda render, entry: deferred.append(entry) or True  # type: ignore[method-assign]
+    scope = {"type": "http", "method": "GET", "path": "/" + "a" * 100_000, "client": ("127.0.0.1", 1)}
+    access._record(scope, {}, 404, 0.001, "r-1")
+    [entry] = deferred
+    assert len(entry[1]) == MAX_PATH_CHARS + 1  # type: ignore[arg-type]
+    assert access_line(entry)[1]["path"] == "/" + "a" * (MAX_PATH_CHARS - 1) + "..."
+    assert len(access.metrics._pending[0][0]) == MAX_PATH_CHARS + 1  # type: ignore[union-attr]
 
 
 def test_loggable_escapes_and_bounds():
