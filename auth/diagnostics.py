@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from auth.claim_rules import ClaimRules, issuer_hint, shown
+from auth.jwks import KEY_UNKNOWN
 
 GRAPH_AUDIENCES = frozenset({"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"})
 
@@ -91,7 +92,7 @@ def explain(token: str, description: str, rules: ClaimRules) -> str:
         return audience_hint(claims, header, rules.audiences)
     if description == "token issuer is not accepted" and not rules.allowed_tenants:
         return issuer_hint(claims.get("iss"), rules.issuers)
-    if description == "token signing key is unknown":
+    if description == KEY_UNKNOWN:
         issuer = claims.get("iss")
         if isinstance(issuer, str) and "okta.com" in issuer and "/oauth2/" not in issuer:
             return "Okta org authorization server tokens cannot be validated: use a custom authorization server"

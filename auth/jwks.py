@@ -102,6 +102,9 @@ def parse_jwks(document: dict[str, Any]) -> list[VerificationKey]:
     return keys
 
 
+KEY_UNKNOWN = "token signing key is unknown"  # get_key's refusal that a refresh of the key set can change
+
+
 class JWKSCache:
     """Signing keys by `kid`. Known keys are answered from memory; the network is touched only when
     the set is older than its TTL (in the background), or for an unknown `kid` at most once per cooldown."""
@@ -166,8 +169,7 @@ class JWKSCache:
     def kid_still_unknown(self, mark: object) -> bool:
         """Whether get_key would still refuse a kid it refused under `mark` (see unknown_kid_mark): the same key set
         object (every fetch that succeeds replaces it), still usable, and still no fetch allowed."""
-        now = self._clock()
-        return mark is self._keys and self._usable(now) and not self._may_fetch(now)
+        return mark is self.unknown_kid_mark()
 
     def is_current(self, key: VerificationKey) -> bool:
         """Whether this very key is still in the key set (refreshes keep unchanged keys as the same objects)."""
@@ -206,10 +208,7 @@ class JWKSCache:
                     "token algorithm does not match its key",
                     detail=f"alg {alg} does not fit kid",
                 )
-            raise InvalidToken(
-                "token signing key is unknown",
-                detail="no JWKS key matches the token's kid",
-            )
+            raise InvalidToken(KEY_UNKNOWN, detail="no JWKS key matches the token's kid")
         return found
 
     def _find(self, kid: str | None, alg: str) -> VerificationKey | None:

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from auth.errors import InvalidToken
-from auth.jwks import VerificationKey
+from auth.jwks import KEY_UNKNOWN, VerificationKey
 from auth.principal import Principal
 
-KEY_UNKNOWN = "token signing key is unknown"  # a refusal that depends on the key set held (see KeySource)
 REFUSALS_PER_ACCEPTED = 10  # at most max_entries // 10 refusals are remembered
 
 
