@@ -91,7 +91,7 @@ class TokenCache:
         """The remembered answer for this token, or None when it must be verified."""
         accepted = self._accepted.get(digest)
         if accepted is not None:
-            if self._clock() < accepted.until and self._key_is_current(accepted.key):
+            if self._still_valid(accepted):
                 self._accepted.move_to_end(digest)
                 self.hits += 1
                 return accepted.principal
@@ -116,11 +116,15 @@ class TokenCache:
         accepted = self._accepted.get(digest)
         if accepted is None or accepted.principal is not principal:
             return False
-        if self._clock() < accepted.until and self._key_is_current(accepted.key):
+        if self._still_valid(accepted):
             self._accepted.move_to_end(digest)
             self.hits += 1
             return True
         return False
+
+    def _still_valid(self, accepted: _Accepted) -> bool:
+        """An acceptance holds before its `until` (≤ exp, ≤ max_age) and while its key is still in the key set."""
+        return self._clock() < accepted.until and self._key_is_current(accepted.key)
 
     def accept(self, digest: bytes, principal: Principal, key: VerificationKey) -> None:
         until = min(principal.expires_at.timestamp(), self._clock() + self._max_age)
