@@ -17,6 +17,7 @@ from auth.errors import AuthError, InvalidToken
 from auth.jwks import JWKSCache, VerificationKey
 from auth.jws import jws_parser, jwt_decoder
 from auth.principal import Principal
+from auth.signature_memo import UNIQUE_SIGNATURE_ALGORITHMS, SignatureMemo
 from auth.token_cache import TokenCache
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class TokenVerifier:
             refusal_seconds=refusal_cache_seconds,
             keys=keys,
         )
+        self.signatures = SignatureMemo(max_entries=cache_entries)
 
     async def verify(self, token: str) -> Principal:
         if not isinstance(token, str):
@@ -155,6 +157,12 @@ class TokenVerifier:
             raise InvalidToken("token kid is malformed")
         # jku, x5u, jwk and x5c are never read: keys come from the configured JWKS only.
         key = await self._keys.get_key(kid, alg)
+        memo_digest = None
+        if alg in UNIQUE_SIGNATURE_ALGORITHMS and self.signatures.enabled and token.isascii():
+            signing_input, _, signature = token.rpartition(".")
+            memo_digest = self.signatures.digest(signing_input)
+            if self.signatures.refuses(memo_digest, key, signature):
+                raise jwt.InvalidSignatureError("Signature verification failed")  # PyJWT's words for it
         claims = jwt_decoder.decode(
             token,
             key=key.key,
@@ -167,6 +175,8 @@ class TokenVerifier:
         self.rules.check_issuer(claims)
         principal = principal_from_claims(claims, scope_prefix=self.rules.scope_prefix)
         self.rules.check_claims(claims, principal.client_id)
+        if memo_digest is not None:
+            self.signatures.remember(memo_digest, key, token.rpartition(".")[2])
         return principal, key
 
 

@@ -1,0 +1,243 @@
+"""The signature memo: once an RS256 token is accepted, other signature bytes over the same header and payload are
+refused without an RSA operation, and never is a token refused that the whole check would accept."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import ssl
+
+import httpx
+import jwt
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from jwt.algorithms import RSAAlgorithm
+
+from auth.errors import InvalidToken
+from auth.jwks import JWKSCache, VerificationKey
+from auth.signature_memo import SignatureMemo
+from auth.verifier import TokenVerifier
+from settings import DEFAULT_ALGORITHMS
+from tests.support import ISSUER, JWKS_URI, SERVER_URL, Signer
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def with_signature(token: str, segment: str) -> str:
+    return token.rpartition(".")[0] + "." + segment
+
+
+# --- the fact the memo rests on, checked against the OpenSSL in use ---------------------------------------------
+
+
+def test_rsa_pkcs1_v1_5_has_exactly_one_valid_byte_string_per_key_and_message(rsa_private_key):
+    public = rsa_private_key.public_key()
+    modulus = public.public_numbers().n
+    for index in range(4000):  # about one signature in 256 starts with a zero byte
+        message = b"message %d" % index
+        signature = rsa_private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+        if signature[0] == 0:
+            break
+    else:
+        pytest.fail("no signature with a leading zero byte found")
+    as_number = int.from_bytes(signature, "big")
+    others = [
+        signature[1:],  # the same number, one byte shorter
+        b"\0" + signature,  # the same number, one byte longer
+        (as_number + modulus).to_bytes(256, "big"),  # congruent, but not below the modulus
+        (as_number + modulus).to_bytes(257, "big"),
+    ]
+    public.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+    for other in others:
+        with pytest.raises(InvalidSignature):
+            public.verify(other, message, padding.PKCS1v15(), hashes.SHA256())
+
+
+# --- the memo alone ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def key(signer) -> VerificationKey:
+    return VerificationKey(kid=signer.kid, kty="RSA", crv=None, alg="RS256", key=signer.private_key.public_key())
+
+
+def test_the_memo_refuses_only_other_bytes_under_the_very_key_that_verified(key, signer):
+    memo = SignatureMemo(max_entries=10)
+    digest = memo.digest("header.payload")
+    memo.remember(digest, key, b64(b"\x01" * 256))
+    assert not memo.refuses(digest, key, b64(b"\x01" * 256))  # the same bytes: left to the whole check
+    assert not memo.refuses(digest, key, b64(b"\x01" * 256) + "==")  # the same bytes, padded
+    assert memo.refuses(digest, key, b64(b"\x02" + b"\x01" * 255))
+    same_key_again = VerificationKey(kid=key.kid, kty="RSA", crv=None, alg="RS256", key=key.key)
+    assert not memo.refuses(digest, same_key_again, b64(b"\x02" * 256))  # another key object: not known
+    assert not memo.refuses(memo.digest("header.other-payload"), key, b64(b"\x02" * 256))
+
+
+def test_the_memo_decodes_a_signature_by_pyjwts_rules(key):
+    memo = SignatureMemo(max_entries=10)
+    digest = memo.digest("header.payload")
+    memo.remember(digest, key, b64(b"\x01" * 256))
+    with pytest.raises(jwt.DecodeError):
+        memo.refuses(digest, key, "not*base64")
+
+
+def test_the_memo_is_bounded_and_the_oldest_goes_first(key):
+    memo = SignatureMemo(max_entries=3)
+    digests = [memo.digest(f"header.payload-{index}") for index in range(5)]
+    for digest in digests:
+        memo.remember(digest, key, b64(b"\x01" * 256))
+    assert len(memo) == 3
+    assert not memo.refuses(digests[0], key, b64(b"\x02" * 256))  # forgotten
+    assert memo.refuses(digests[4], key, b64(b"\x02" * 256))
+
+
+def test_zero_entries_remembers_nothing(key):
+    memo = SignatureMemo(max_entries=0)
+    assert not memo.enabled
+    digest = memo.digest("header.payload")
+    memo.remember(digest, key, b64(b"\x01" * 256))
+    assert len(memo) == 0
+    assert not memo.refuses(digest, key, b64(b"\x02" * 256))
+
+
+# --- through the verifier ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
+@pytest.fixture
+async def keys(idp, tls_context, monkeypatch):
+    monkeypatch.setattr(httpx, "AsyncClient", functools.partial(httpx.AsyncClient, verify=tls_context))
+    cache = JWKSCache(JWKS_URI, cooldown=0)
+    yield cache
+    await cache.aclose()
+
+
+def make_verifier(keys: JWKSCache, **options: float) -> TokenVerifier:
+    return TokenVerifier(
+        keys, issuer=ISSUER, audiences=[SERVER_URL], algorithms=DEFAULT_ALGORITHMS, leeway=0, **options
+    )
+
+
+@pytest.fixture
+def rsa_verifications(monkeypatch) -> list[bytes]:
+    """The signatures PyJWT checks with RSA (PKCS#1 v1.5), recorded on the way through."""
+    seen: list[bytes] = []
+    original = RSAAlgorithm.verify
+
+    def recording(self, msg, key, sig):  # type: ignore[no-untyped-def]
+        seen.append(sig)
+        return original(self, msg, key, sig)
+
+    monkeypatch.setattr(RSAAlgorithm, "verify", recording)
+    return seen
+
+
+async def outcome(verifier: TokenVerifier, token: str) -> tuple[str, str]:
+    try:
+        principal = await verifier.verify(token)
+    except InvalidToken as exc:
+        return exc.description, exc.detail
+    return "accepted", principal.subject
+
+
+def variants(token: str) -> dict[str, str]:
+    """The same header and payload under other signature segments: every way a signature can differ."""
+    segment = token.rpartition(".")[2]
+    signature = unb64(segment)
+    flipped = bytes([signature[0] ^ 1]) + signature[1:]
+    last = "A" if segment[-1] != "A" else "Q"
+    return {
+        "one bit flipped": with_signature(token, b64(flipped)),
+        "six characters replaced": with_signature(token, segment[:20] + "abcdef" + segment[26:]),
+        "one byte shorter": with_signature(token, b64(signature[1:])),
+        "one zero byte longer": with_signature(token, b64(b"\0" + signature)),
+        "empty": with_signature(token, ""),
+        "padded, the same bytes": with_signature(token, segment + "=" * (-len(segment) % 4)),
+        "non-canonical last character": with_signature(token, segment[:-1] + last),
+        "not base64url": with_signature(token, segment[:10] + "*" + segment[11:]),
+        "the original": token,
+    }
+
+
+async def test_every_signature_variant_gets_the_answer_the_whole_check_gives(keys, signer):
+    token = signer.token()
+    remembering = make_verifier(keys)
+    assert (await remembering.verify(token)).subject == "user-123"
+    assert len(remembering.signatures) == 1
+    for name, variant in variants(token).items():
+        remembering.cache = make_verifier(keys).cache  # no remembered answers, only the signature memo
+        without_memo = make_verifier(keys, cache_entries=0)
+        assert await outcome(remembering, variant) == await outcome(without_memo, variant), name
+
+
+async def test_a_replayed_payload_with_other_signature_bytes_is_refused_without_an_rsa_operation(
+    keys, signer, rsa_verifications
+):
+    verifier = make_verifier(keys)
+    token = signer.token()
+    await verifier.verify(token)
+    assert len(rsa_verifications) == 1
+    forged = with_signature(token, token.rpartition(".")[2][:20] + "abcdef" + token.rpartition(".")[2][26:])
+    error = await outcome(verifier, forged)
+    assert error == ("token signature is invalid", "InvalidSignatureError")
+    assert len(rsa_verifications) == 1
+    # a forged payload is a new signing input: checked in full
+    header, payload, signature = token.split(".")
+    other_payload = payload[:10] + ("A" if payload[10] != "A" else "B") + payload[11:]
+    assert (await outcome(verifier, f"{header}.{other_payload}.{signature}"))[0] == "token signature is invalid"
+    assert len(rsa_verifications) == 2
+
+
+async def test_a_key_replaced_under_the_same_kid_is_checked_in_full(keys, idp, signer, second_rsa_private_key):
+    verifier = make_verifier(keys)
+    claims = {"iss": ISSUER, "sub": "user-123", "aud": SERVER_URL, "exp": 2_000_000_000, "iat": 1_700_000_000}
+    old = signer.sign(claims)
+    await verifier.verify(old)
+    replacement = Signer(second_rsa_private_key, signer.kid, "RS256")
+    idp.publish(replacement)  # the IdP swaps the key but keeps the kid
+    await keys.refresh()
+    new = replacement.sign(claims)
+    assert new.rpartition(".")[0] == old.rpartition(".")[0]  # the same signing input, other signature bytes
+    assert (await verifier.verify(new)).subject == "user-123"
+    assert (await outcome(verifier, old))[0] == "token signature is invalid"
+
+
+@pytest.mark.parametrize("alg", ["PS256", "ES256", "EdDSA"])
+async def test_algorithms_with_many_valid_signatures_are_never_remembered(
+    keys, idp, rsa_private_key, ec_private_key, ed_private_key, alg
+):
+    private = {"PS256": rsa_private_key, "ES256": ec_private_key, "EdDSA": ed_private_key}[alg]
+    other = Signer(private, f"{alg}-key", alg)
+    idp.publish(other)
+    verifier = make_verifier(keys)
+    claims = {"iss": ISSUER, "sub": "user-123", "aud": SERVER_URL, "exp": 2_000_000_000, "iat": 1_700_000_000}
+    first, second = other.sign(claims), other.sign(claims)
+    await verifier.verify(first)
+    assert len(verifier.signatures) == 0
+    if alg != "EdDSA":  # randomised schemes: a second signature of the same input differs and is just as valid
+        assert first != second
+    assert (await verifier.verify(second)).subject == "user-123"
+
+
+async def test_only_accepted_tokens_are_remembered_and_never_more_than_the_cache_bound(keys, signer):
+    verifier = make_verifier(keys, cache_entries=3)
+    await outcome(verifier, signer.token(aud="https://elsewhere.example"))  # good signature, refused
+    assert len(verifier.signatures) == 0
+    for index in range(5):
+        await verifier.verify(signer.token(sub=f"user-{index}"))
+    assert len(verifier.signatures) == 3
+    nothing = make_verifier(keys, cache_entries=0)
+    await nothing.verify(signer.token())
+    assert len(nothing.signatures) == 0
