@@ -537,7 +537,7 @@ def verdicts(
                 ratios.append(run.rps / ref.rps)
         return median(ratios)
 
-    floods = {"bad_signature": "bad signatures", "unknown_kid": "unknown kid"}
+    floods = {"bad_signature": "bad signatures", "forged_payload": "forged payloads", "unknown_kid": "unknown kid"}
     fetch_budget = math.floor(bench.duration / JWKS_COOLDOWN) + 1
     worst_fetches = {name: max((run.jwks_fetches for run in runs_of(bench, "A", name)), default=0) for name in floods}
     wrong = sum(run.wrong for run in bench.runs)
@@ -621,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-entries", type=int, default=10_000, help="OAUTH_TOKEN_CACHE_ENTRIES of the memory run")
     parser.add_argument(
         "--scenarios",
-        default="one_token,rotating,bad_signature,unknown_kid",
+        default="one_token,rotating,bad_signature,forged_payload,unknown_kid",
         help="comma-separated subset to run (the flood ratios need one_token for C's calls/s)",
     )
     parser.add_argument("--out", type=Path, help="directory for logs, tokens and results (default: a temp dir)")
@@ -699,6 +699,7 @@ def run_all(bench: Bench, issuer: Issuer, args: argparse.Namespace) -> int:
         Scenario("one_token", "one token reused", "call", files["one"], calls),
         Scenario("rotating", "1000 tokens round-robin", "call", files["rotating"], calls),
         Scenario("bad_signature", "bad signatures, all distinct", "bad_signature", files["one"], ("A",)),
+        Scenario("forged_payload", "forged payloads, all distinct", "forged_payload", files["one"], ("A",)),
         Scenario("unknown_kid", "unknown kid flood, 1000 kids", "reject", files["unknown"], ("A",)),
     ]
     selected = set(args.scenarios.split(","))

@@ -3,6 +3,7 @@
 --   mode "call":          tools/call tool(a=id, b=0.5) with the file's tokens round-robin; the answer must be
 --                         200 with the id of a request in flight on this thread and structuredContent.result = id + 0.5
 --   mode "bad_signature": the file's token with six signature characters replaced per request; must be a 401
+--   mode "forged_payload": the file's token with six payload characters replaced per request; must be a 401
 --   mode "reject":        the file's tokens (e.g. unknown kid) round-robin; must be a 401 invalid_token
 -- limit > 0 stops the thread after that many requests (a bounded pass over distinct tokens).
 -- A wrong answer is counted in `wrong` (and `errors` by kind); wrk's own counters still count it as a request.
@@ -65,6 +66,10 @@ local function next_token()
       -- six characters in the middle of the signature, different for every request
       local dot = token:find(".", token:find(".", 1, true) + 1, true)
       local at = dot + 20
+      token = token:sub(1, at - 1) .. b64digits(token_index, 6) .. token:sub(at + 6)
+   elseif mode == "forged_payload" then
+      -- six characters in the middle of the payload, different for every request; the signature left as it was
+      local at = token:find(".", 1, true) + 20
       token = token:sub(1, at - 1) .. b64digits(token_index, 6) .. token:sub(at + 6)
    end
    return token
