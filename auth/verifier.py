@@ -157,7 +157,7 @@ class TokenVerifier:
             raise InvalidToken("token kid is malformed")
         # jku, x5u, jwk and x5c are never read: keys come from the configured JWKS only.
         key = await self._keys.get_key(kid, alg)
-        memo_digest = None
+        memo_digest, signature = None, ""
         if alg in UNIQUE_SIGNATURE_ALGORITHMS and self.signatures.enabled and token.isascii():
             signing_input, _, signature = token.rpartition(".")
             memo_digest = self.signatures.digest(signing_input)
@@ -176,7 +176,7 @@ class TokenVerifier:
         principal = principal_from_claims(claims, scope_prefix=self.rules.scope_prefix)
         self.rules.check_claims(claims, principal.client_id)
         if memo_digest is not None:
-            self.signatures.remember(memo_digest, key, token.rpartition(".")[2])
+            self.signatures.remember(memo_digest, key, signature)
         return principal, key
 
 

@@ -4,10 +4,7 @@ refused without an RSA operation, and never is a token refused that the whole ch
 from __future__ import annotations
 
 import base64
-import functools
-import ssl
 
-import httpx
 import jwt
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -20,7 +17,7 @@ from auth.jwks import JWKSCache, VerificationKey
 from auth.signature_memo import SignatureMemo
 from auth.verifier import TokenVerifier
 from settings import DEFAULT_ALGORITHMS
-from tests.support import ISSUER, JWKS_URI, SERVER_URL, Signer
+from tests.support import ISSUER, SERVER_URL, Signer
 
 
 def b64(data: bytes) -> str:
@@ -109,19 +106,6 @@ def test_zero_entries_remembers_nothing(key):
 
 
 # --- through the verifier ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tls_context() -> ssl.SSLContext:
-    return httpx.create_ssl_context()
-
-
-@pytest.fixture
-async def keys(idp, tls_context, monkeypatch):
-    monkeypatch.setattr(httpx, "AsyncClient", functools.partial(httpx.AsyncClient, verify=tls_context))
-    cache = JWKSCache(JWKS_URI, cooldown=0)
-    yield cache
-    await cache.aclose()
 
 
 def make_verifier(keys: JWKSCache, **options: float) -> TokenVerifier:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ssl
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -238,19 +237,6 @@ def test_a_returned_refusal_is_a_fresh_exception_each_time():
 
 
 # --- through the verifier: real keys, a JWKS served by respx, real signed tokens ------------------
-@pytest.fixture(scope="module")
-def tls_context() -> ssl.SSLContext:
-    return httpx.create_ssl_context()
-
-
-@pytest.fixture
-async def keys(idp, tls_context, monkeypatch):
-    monkeypatch.setattr(httpx, "AsyncClient", functools.partial(httpx.AsyncClient, verify=tls_context))
-    cache = JWKSCache(JWKS_URI, cooldown=0)
-    yield cache
-    await cache.aclose()
-
-
 @pytest.fixture
 def verifier(keys) -> TokenVerifier:
     return TokenVerifier(keys, issuer=ISSUER, audiences=[SERVER_URL], algorithms=DEFAULT_ALGORITHMS, leeway=0)
