@@ -98,7 +98,12 @@ class TokenVerifier:
         if isinstance(remembered, Principal):
             return remembered
         if remembered is not None:
-            raise remembered
+            try:
+                raise remembered
+            finally:
+                # The traceback holds this frame: left in it, the exception would hold itself (and the request's
+                # objects in the frames above) in a cycle only the collector frees.
+                del remembered
         try:
             principal, key = await self._checked(token)
         except InvalidToken as exc:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,3 +144,18 @@ def legacy_headers(token: str | None = None, session_id: str | None = None) -> d
     if session_id is not None:
         headers["Mcp-Session-Id"] = session_id
     return headers
+
+
+@contextmanager
+def cyclic_garbage() -> Iterator[list[object]]:
+    """What becomes unreachable only through reference cycles inside the block (found by the collector)."""
+    found: list[object] = []
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        yield found
+        gc.collect()
+        found.extend(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()

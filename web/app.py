@@ -33,6 +33,7 @@ from web.guard import TransportGuard, allowed_hosts_for, origin_of
 from web.health import health_routes
 from web.metrics import Metrics
 from web.metrics_route import METRICS_PATH, metrics_routes
+from web.sdk_cycles import break_runner_cycles
 from web.tool_metrics import ToolCallMetrics
 from web.well_known import resource_metadata_url, well_known_routes
 
@@ -110,6 +111,7 @@ def build_app(
     extra_origins: tuple[str, ...] = (),
 ) -> Starlette:
     settings.require_issuer()
+    break_runner_cycles()  # each call's SDK objects freed as it ends, not by the cyclic collector
     scopes = scopes_supported(settings)
     keys = build_jwks_cache(settings)
     verifier = TokenVerifier(

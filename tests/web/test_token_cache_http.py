@@ -6,11 +6,22 @@ import re
 import time
 from collections.abc import Iterator
 
+import jwt
 import pytest
 from mcp.server.auth.middleware.auth_context import get_access_token
 from starlette.testclient import TestClient
 
-from tests.support import BASE_URL, FakeIdP, Signer, legacy_headers, make_settings, parse_mcp_response, rpc_body
+from auth.errors import AuthError
+from tests.support import (
+    BASE_URL,
+    FakeIdP,
+    Signer,
+    cyclic_garbage,
+    legacy_headers,
+    make_settings,
+    parse_mcp_response,
+    rpc_body,
+)
 from web.app import build_app
 
 GET_ME = rpc_body("tools/call", {"name": "get_me", "arguments": {}})
@@ -106,3 +117,17 @@ def test_each_request_carries_its_own_token_to_the_sdk(idp: FakeIdP, signer: Sig
             assert response.status_code == 200, response.text
             result = parse_mcp_response(response)["result"]["structuredContent"]["result"]
             assert result == f"{jti}:{tokens[jti][-8:]}"
+
+
+def test_refusals_leave_nothing_for_the_cyclic_collector(app_client, signer):
+    """A refusal, fresh or remembered, is freed as its response is sent: no exception kept in a cycle with the
+    frames (and so the request objects) its traceback holds."""
+    token = signer.token()
+    forged = token[:-8] + ("AAAAAAAA" if not token.endswith("AAAAAAAA") else "BBBBBBBB")
+    assert call(app_client, forged) == (401, "token signature is invalid")
+    with cyclic_garbage() as garbage:
+        for _ in range(3):  # remembered refusals
+            assert call(app_client, forged) == (401, "token signature is invalid")
+        assert call(app_client, signer.token(exp=int(time.time()) - 60)) == (401, "token has expired")
+    # (the test client's own streams leave anyio's EndOfStream behind: not the server's)
+    assert [type(obj).__name__ for obj in garbage if isinstance(obj, AuthError | jwt.PyJWTError)] == []
