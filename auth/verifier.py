@@ -30,6 +30,16 @@ _CLIENT_ID_CLAIMS = ("azp", "client_id", "cid", "appid")
 _MAX_REMEMBERED_HEADERS = 256
 _MAX_REMEMBERED_HEADER_CHARS = 512
 
+# A signature the memo refuses is refused as PyJWT's InvalidSignatureError would be, mapped below.
+_BAD_SIGNATURE = "token signature is invalid"
+_BAD_SIGNATURE_DETAIL = "InvalidSignatureError"  # a DecodeError: only its type is shown
+
+
+class _KnownBadSignature(InvalidToken):
+    """Refused by the signature memo: that costs about as little as a remembered refusal, so the refusal cache
+    does not keep it (a flood of distinct forgeries would only churn the cache)."""
+
+
 # PyJWT's exception family mapped once to what the client is told.
 _JWT_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
     (jwt.ExpiredSignatureError, "token has expired"),
@@ -37,7 +47,7 @@ _JWT_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
     (jwt.InvalidIssuerError, "token issuer is not accepted"),
     (jwt.InvalidAudienceError, "token audience is not accepted"),
     (jwt.MissingRequiredClaimError, "token is missing a required claim"),
-    (jwt.InvalidSignatureError, "token signature is invalid"),
+    (jwt.InvalidSignatureError, _BAD_SIGNATURE),
     (jwt.InvalidIssuedAtError, "token iat claim is invalid"),
     (jwt.PyJWTError, "token is malformed"),
 )
@@ -107,7 +117,8 @@ class TokenVerifier:
         try:
             principal, key = await self._checked(token)
         except InvalidToken as exc:
-            self.cache.refuse(digest, exc)
+            if not isinstance(exc, _KnownBadSignature):
+                self.cache.refuse(digest, exc)
             raise
         self.cache.accept(digest, principal, key)
         return principal
@@ -167,7 +178,7 @@ class TokenVerifier:
             signing_input, _, signature = token.rpartition(".")
             memo_digest = self.signatures.digest(signing_input)
             if self.signatures.refuses(memo_digest, key, signature):
-                raise jwt.InvalidSignatureError("Signature verification failed")  # PyJWT's words for it
+                raise _KnownBadSignature(_BAD_SIGNATURE, detail=_BAD_SIGNATURE_DETAIL)
         claims = jwt_decoder.decode(
             token,
             key=key.key,

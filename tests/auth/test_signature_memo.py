@@ -184,6 +184,24 @@ async def test_a_replayed_payload_with_other_signature_bytes_is_refused_without_
     assert len(rsa_verifications) == 2
 
 
+async def test_what_the_memo_refuses_is_not_kept_by_the_refusal_cache(keys, signer, rsa_verifications):
+    verifier = make_verifier(keys)
+    token = signer.token()
+    await verifier.verify(token)
+    segment = token.rpartition(".")[2]
+    forgeries = [with_signature(token, segment[:20] + f"{index:06d}" + segment[26:]) for index in range(50)]
+    for forged in forgeries:
+        assert await outcome(verifier, forged) == ("token signature is invalid", "InvalidSignatureError")
+    assert len(verifier.cache) == 1  # the accepted token only
+    assert len(rsa_verifications) == 1
+    # the same forgery again: refused by the memo again, still without an RSA operation
+    assert (await outcome(verifier, forgeries[0]))[0] == "token signature is invalid"
+    assert len(rsa_verifications) == 1
+    # a refusal from the whole check is remembered as before
+    await outcome(verifier, signer.token(aud="https://elsewhere.example"))
+    assert len(verifier.cache) == 2
+
+
 async def test_a_key_replaced_under_the_same_kid_is_checked_in_full(keys, idp, signer, second_rsa_private_key):
     verifier = make_verifier(keys)
     claims = {"iss": ISSUER, "sub": "user-123", "aud": SERVER_URL, "exp": 2_000_000_000, "iat": 1_700_000_000}
