@@ -103,6 +103,7 @@ def parse_jwks(document: dict[str, Any]) -> list[VerificationKey]:
 
 
 KEY_UNKNOWN = "token signing key is unknown"  # get_key's refusal that a refresh of the key set can change
+_MAX_FOUND = 1024  # (kid, alg) lookups remembered per key set: far more than an IdP's keys and our algorithms
 
 
 class JWKSCache:
@@ -130,6 +131,8 @@ class JWKSCache:
         # id() of every held key object: a membership test per cached verification. An id cannot be reused while
         # the object lives, and whoever asks `is_current` holds the key it asks about.
         self._held_ids: frozenset[int] = frozenset()
+        # (kid, alg) -> what _find gave under the current key set (only keys found; emptied when the set changes)
+        self._found: dict[tuple[str | None, str], VerificationKey] = {}
         self._fetched_at: float | None = None
         self._last_attempt: float | None = None
         self._inflight: asyncio.Future[None] | None = None
@@ -188,6 +191,19 @@ class JWKSCache:
         return lines
 
     # --- lookups -------------------------------------------------------------------------------
+    def fresh_key(self, kid: str | None, alg: str) -> VerificationKey | None:
+        """What get_key would return at once, for a key set within its TTL: no refresh to start, nothing to wait
+        for. None when get_key must decide (stale or no key set, a kid not found, a key that does not fit)."""
+        fetched_at = self._fetched_at
+        if fetched_at is None or self._clock() - fetched_at >= self._ttl:
+            return None
+        found = self._found.get((kid, alg))
+        if found is None:
+            found = self._find(kid, alg)
+            if found is not None and len(self._found) < _MAX_FOUND:
+                self._found[(kid, alg)] = found
+        return found
+
     async def get_key(self, kid: str | None, alg: str) -> VerificationKey:
         now = self._clock()
         if not self._usable(now):
@@ -274,6 +290,7 @@ class JWKSCache:
             held = next((old for old in self._keys.get(key.kid, ()) if old == key), key)
             by_kid.setdefault(key.kid, []).append(held)
         self._keys = {kid: tuple(group) for kid, group in by_kid.items()}
+        self._found = {}
         self._held_ids = frozenset(id(key) for group in by_kid.values() for key in group)
         self._fetched_at = self._clock()
         logger.info("JWKS refreshed: %d usable key(s)", len(keys))

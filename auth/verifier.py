@@ -172,7 +172,7 @@ class TokenVerifier:
         if kid is not None and (not isinstance(kid, str) or len(kid) > _MAX_KID_LENGTH):
             raise InvalidToken("token kid is malformed")
         # jku, x5u, jwk and x5c are never read: keys come from the configured JWKS only.
-        key = await self._keys.get_key(kid, alg)
+        key = self._keys.fresh_key(kid, alg) or await self._keys.get_key(kid, alg)
         memo_digest, signature = None, ""
         if alg in UNIQUE_SIGNATURE_ALGORITHMS and self.signatures.enabled and token.isascii():
             signing_input, _, signature = token.rpartition(".")

@@ -589,6 +589,50 @@ async def test_jwk_without_kid_serves_kidless_tokens_only(idp, make_cache, signe
         await cache.get_key("rsa-1", "RS256")
 
 
+# --- fresh_key: get_key's answer without awaiting ----------------------------------------------------------
+
+
+async def test_fresh_key_is_get_keys_answer_or_none(idp, make_cache, signer, rotated_signer, ec_signer, ed_signer):
+    idp.keys = [
+        signer.jwk(alg="RS256"),
+        rotated_signer.jwk(),
+        ec_signer.jwk(),
+        ed_signer.jwk(),
+        {**ec_signer.jwk(), "kid": "rsa-2"},
+    ]
+    cache = make_cache()
+    assert cache.fresh_key("rsa-1", "RS256") is None  # no key set yet: get_key must fetch
+    await cache.refresh()
+    for kid in ("rsa-1", "rsa-2", "ec-1", "ed-1", None, "nope"):
+        for alg in ("RS256", "PS256", "ES256", "ES384", "EdDSA", "HS256", "RSfoo"):
+            for _ in range(2):  # the second time from what the first remembered
+                fresh = cache.fresh_key(kid, alg)
+                try:
+                    expected = await cache.get_key(kid, alg)
+                except InvalidToken:
+                    expected = None
+                assert fresh is expected, (kid, alg)
+    assert idp.jwks_fetches == 1
+
+
+async def test_fresh_key_leaves_stale_sets_and_removed_keys_to_get_key(idp, cache, clock, signer, rotated_signer):
+    key = cache.fresh_key("rsa-1", "RS256")
+    assert key is not None and verifies(key, signer)
+    clock.advance(TTL)
+    assert cache.fresh_key("rsa-1", "RS256") is None  # stale: get_key decides, and starts the refresh
+    idp.publish(rotated_signer)
+    await cache.get_key("rsa-1", "RS256")
+    await eventually(lambda: cache.age == 0)
+    assert cache.fresh_key("rsa-1", "RS256") is None  # gone with the new key set
+    assert verifies(cache.fresh_key("rsa-2", "RS256"), rotated_signer)
+
+
+async def test_fresh_key_remembers_a_bounded_number_of_lookups(cache):
+    for index in range(3000):
+        assert cache.fresh_key("rsa-1", f"RS{index}") is not None  # any "RS..." fits an RSA key without alg
+    assert len(cache._found) == 1024
+
+
 # --- ready / age / counters / prefetch -----------------------------------------------------------
 
 
