@@ -23,6 +23,7 @@ from jwt.exceptions import DecodeError
 BASE64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_SEXTET = {byte: value for value, byte in enumerate(BASE64URL_ALPHABET)}
 
 
 def decode_segment(segment: bytes, name: str) -> bytes:
@@ -46,6 +47,24 @@ def decode_segment(segment: bytes, name: str) -> bytes:
     if binascii.b2a_base64(decoded, newline=False).translate(_TO_URLSAFE).rstrip(b"=") != stripped:
         raise DecodeError(f"Invalid {name} padding")  # non-zero bits after the last byte
     return decoded
+
+
+def is_canonical_segment(segment: bytes) -> bool:
+    """Whether decode_segment accepts `segment` as it is, unpadded: then it is the one text of its bytes, and two
+    such segments decode to the same bytes exactly when they are equal. False is no verdict: decode to know."""
+    remainder = len(segment) % 4
+    if not segment or remainder == 1 or segment.translate(None, BASE64URL_ALPHABET):  # `=` is not in it either
+        return False
+    # the bits the last character carries beyond the last whole byte must be zero
+    return not remainder or not _SEXTET[segment[-1]] & (0x0F if remainder == 2 else 0x03)
+
+
+def canonical_segment(segment: bytes, name: str) -> bytes:
+    """The unpadded canonical text of what `segment` decodes to (decode_segment's DecodeError if it does not)."""
+    if is_canonical_segment(segment):
+        return segment
+    decoded = decode_segment(segment, name)
+    return binascii.b2a_base64(decoded, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
 
 
 class FastSegmentJWS(PyJWS):

@@ -14,16 +14,16 @@ from __future__ import annotations
 import hashlib
 
 from auth.jwks import VerificationKey
-from auth.jws import decode_segment
+from auth.jws import canonical_segment
 
 UNIQUE_SIGNATURE_ALGORITHMS = frozenset({"RS256", "RS384", "RS512"})
 
 
 class SignatureMemo:
     def __init__(self, max_entries: int) -> None:
-        # SHA-256 of the signing input -> (the key that verified, SHA-256 of the signature bytes). Equal
+        # SHA-256 of the signing input -> (the key that verified, a fingerprint of the signature bytes). Equal
         # fingerprints of different bytes would only send a token to the full check, never refuse a valid one.
-        self._signatures: dict[bytes, tuple[VerificationKey, bytes]] = {}
+        self._signatures: dict[bytes, tuple[VerificationKey, int]] = {}
         self._max_entries = max_entries
 
     @property
@@ -56,5 +56,8 @@ class SignatureMemo:
             del self._signatures[next(iter(self._signatures))]
 
 
-def _fingerprint(segment: str) -> bytes:
-    return hashlib.sha256(decode_segment(segment.encode("ascii"), "crypto")).digest()
+def _fingerprint(segment: str) -> int:
+    """A fingerprint of the signature bytes: the hash of their canonical base64url text, which is the segment
+    itself in every token a signer makes (no decoding then). Any function of the bytes would do: equal bytes
+    always give equal fingerprints, and a collision of different bytes only sends a token to the whole check."""
+    return hash(canonical_segment(segment.encode("ascii"), "crypto"))

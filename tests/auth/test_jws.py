@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.api_jws import PyJWS
 from jwt.exceptions import DecodeError
 
-from auth.jws import decode_segment, jws_parser, jwt_decoder
+from auth.jws import canonical_segment, decode_segment, is_canonical_segment, jws_parser, jwt_decoder
 
 ORIGINAL = PyJWS._decode_base64url_segment
 RANDOM_CASES = 20_000  # bounded: a few hundred milliseconds
@@ -82,6 +82,48 @@ def test_random_segments_match_pyjwt():
         assert outcome(decode_segment, segment) == expected, segment
         accepted += not isinstance(expected, str)
     assert 0.2 * RANDOM_CASES < accepted < 0.8 * RANDOM_CASES  # both kinds were exercised
+
+
+def canonical_by_decoding(segment: bytes) -> bytes | str:
+    decoded = outcome(decode_segment, segment)
+    return decoded if isinstance(decoded, str) else base64.urlsafe_b64encode(decoded).rstrip(b"=")
+
+
+def random_segments(count: int) -> list[bytes]:
+    rng = random.Random(11)
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/!"
+    segments = []
+    for _ in range(count):
+        segment = base64.urlsafe_b64encode(rng.randbytes(rng.randrange(0, 300)))
+        segment = segment if rng.random() < 0.2 else segment.rstrip(b"=")
+        if segment and rng.random() < 0.4:
+            at = rng.randrange(len(segment))
+            segment = segment[:at] + bytes([rng.choice(alphabet)]) + segment[at + 1 :]
+        segments.append(segment)
+    return segments
+
+
+@pytest.mark.parametrize("segment", EDGE_CASES)
+def test_a_canonical_segment_is_the_one_text_of_its_bytes(segment):
+    if is_canonical_segment(segment):
+        assert canonical_by_decoding(segment) == segment
+    assert outcome(canonical_segment, segment) == canonical_by_decoding(segment)
+
+
+def test_random_segments_canonical_text_matches_decoding():
+    fast = 0
+    for segment in random_segments(RANDOM_CASES // 2):
+        if is_canonical_segment(segment):
+            fast += 1
+            assert canonical_by_decoding(segment) == segment, segment
+        assert outcome(canonical_segment, segment) == canonical_by_decoding(segment), segment
+    assert fast > RANDOM_CASES // 10  # the answer without decoding was exercised
+
+
+def test_every_unpadded_encoding_is_recognised_as_canonical():
+    rng = random.Random(5)
+    for length in range(1, 300):
+        assert is_canonical_segment(base64.urlsafe_b64encode(rng.randbytes(length)).rstrip(b"="))
 
 
 def test_the_decoder_is_pyjwt_with_only_the_segment_check_replaced():

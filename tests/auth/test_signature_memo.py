@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from jwt.algorithms import RSAAlgorithm
 
+import auth.jws
 from auth.errors import InvalidToken
 from auth.jwks import JWKSCache, VerificationKey
 from auth.signature_memo import SignatureMemo
@@ -76,6 +77,20 @@ def test_the_memo_refuses_only_other_bytes_under_the_very_key_that_verified(key,
     same_key_again = VerificationKey(kid=key.kid, kty="RSA", crv=None, alg="RS256", key=key.key)
     assert not memo.refuses(digest, same_key_again, b64(b"\x02" * 256))  # another key object: not known
     assert not memo.refuses(memo.digest("header.other-payload"), key, b64(b"\x02" * 256))
+
+
+def test_a_signature_as_signers_write_it_is_compared_without_decoding(key, monkeypatch):
+    memo = SignatureMemo(max_entries=10)
+    digest = memo.digest("header.payload")
+    memo.remember(digest, key, b64(b"\x01" * 256))
+    decoded = []
+    original = auth.jws.decode_segment
+    monkeypatch.setattr(auth.jws, "decode_segment", lambda *args: decoded.append(args) or original(*args))
+    assert memo.refuses(digest, key, b64(b"\x02" + b"\x01" * 255))
+    assert not memo.refuses(digest, key, b64(b"\x01" * 256))
+    assert decoded == []
+    assert not memo.refuses(digest, key, b64(b"\x01" * 256) + "==")  # padded: decoded, the same bytes
+    assert len(decoded) == 1
 
 
 def test_the_memo_decodes_a_signature_by_pyjwts_rules(key):
