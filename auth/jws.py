@@ -6,6 +6,9 @@ padding only to a multiple of 4, no length of 4n+1, the base64url alphabet only,
 `bytes.translate` and `binascii`; tests/auth/test_jws.py checks it against PyJWT's own on edge cases and
 random input. Everything else (header checks, signature, claims) is PyJWT's, unchanged.
 
+`canonical_segment` gives the one unpadded text of a segment's bytes, without decoding when the segment is already
+that text (as signers write it): the signature memo compares signatures by it.
+
 `header_of` is PyJWT's `get_unverified_header` for the header segment alone: the same steps and errors, without
 splitting and decoding the other two segments (what it costs matters when refusing a flood of unknown kids).
 """

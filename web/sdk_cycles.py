@@ -5,7 +5,7 @@ The SDK's `ServerRunner` (one per request on the stateless and 2026-07-28 paths)
 and the bound method refers back to the runner. That cycle holds the runner, its `Connection` and what the
 connection holds (client info, capabilities, events, an exit stack: 16 objects per call) until the cyclic
 collector next runs. Until then that memory cannot be reused for the next request's objects, so the working set
-spreads; in `bench/` the fix took about 6 % of the CPU of every tool call (see docs/performance.md).
+spreads; in `bench/` the fix took 4 to 6 % of the CPU of every tool call (see docs/performance.md).
 
 A plain property returns an equal bound method each time without storing it. Each SDK caller reads the attribute
 once and calls or passes on what it got, so nothing depends on getting the same object twice. Nothing is changed
