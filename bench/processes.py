@@ -1,9 +1,14 @@
-"""Auth overhead over several processes: N servers with auth (A) and N without (B), all started at once on one
-CPU, each loaded in turn in short wrk runs. One A against one B (as `bench.run` compares them) carries the
-luck of each process's memory layout, about ±3 points; several of each, compared within the same minute,
-do not. Prints each process's median CPU per call and A's median over B's.
+"""CPU per request over several processes: N servers of each kind, all started at once on one CPU, each loaded in
+turn in short wrk runs. One process against another (as `bench.run` compares A and B) carries the luck of each
+process's memory layout, about ±3 points; several of each, compared within the same minute, do not.
+
+By default the kinds are A (this checkout, auth on) and B (the same without the bearer layer and scope gate) and
+the runs are tool calls with one token. `--tree` and `--noauth-tree` compare other checkouts of this project
+instead (e.g. `git worktree add /tmp/before HEAD~1`), and `--mode` measures a flood of refusals. Prints each
+process's median CPU per request, each kind's median over its processes, and the first kind over the second.
 
     .venv/bin/python -m bench.processes --processes 3 --rounds 6 --warm-up one_token
+    .venv/bin/python -m bench.processes --processes 2 --tree before=/tmp/before --tree after=. --mode bad_signature
 """
 
 from __future__ import annotations
@@ -16,10 +21,57 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run import LOOPBACK, Bench, cpu_seconds, free_port, make_targets, pin, wait_for_idp
+from bench.run import (
+    LOOPBACK,
+    PROJECT_ROOT,
+    Bench,
+    Target,
+    clean_environment,
+    cpu_seconds,
+    free_port,
+    pin,
+    server_env,
+    wait_for_idp,
+)
 from bench.tokens import Issuer, write_tokens
+
+MODES = ("call", "bad_signature", "forged_payload", "reject")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A server to start several times: a checkout of this project, with auth (server.py) or without."""
+
+    name: str
+    root: Path
+    auth: bool = True
+
+    def command(self) -> list[str]:
+        if self.auth:
+            return [sys.executable, str(self.root / "server.py")]
+        return [sys.executable, "-m", "bench.noauth_server"]
+
+
+def kind_of(spec: str, *, auth: bool) -> Kind:
+    """NAME=PATH: a checkout of this project (its server.py must exist)."""
+    name, sep, path = spec.partition("=")
+    root = Path(path).resolve()
+    if not sep or not name or not (root / "server.py").is_file():
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH to a checkout of this project, got {spec!r}")
+    return Kind(name, root, auth)
+
+
+def kinds_of(args: argparse.Namespace) -> list[Kind]:
+    kinds = [kind_of(spec, auth=True) for spec in args.tree] + [kind_of(spec, auth=False) for spec in args.noauth_tree]
+    if not kinds:
+        kinds = [Kind("A", PROJECT_ROOT), Kind("B", PROJECT_ROOT, auth=False)]
+    names = [kind.name for kind in kinds]
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"names must differ: {', '.join(names)}")
+    return kinds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +83,24 @@ def main(argv: list[str] | None = None) -> int:
         "--warm-up",
         choices=("one_token", "rotating"),
         default="one_token",
-        help="what each server serves before the measured one-token runs (bench.run warms up with rotating)",
+        help="tool calls each server serves first: the one token, or 1000 tokens round-robin (as bench.run does)",
     )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="call",
+        help="the measured runs: tool calls with one token, or a flood of bad signatures, forged payloads or"
+        " unknown kids (as in bench.run)",
+    )
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH", help="a checkout, auth on")
+    parser.add_argument("--noauth-tree", action="append", default=[], metavar="NAME=PATH", help="the same, as B")
     args = parser.parse_args(argv)
+    try:
+        kinds = kinds_of(args)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    if args.mode != "call" and not all(kind.auth for kind in kinds):
+        parser.error(f"--mode {args.mode} needs servers with auth: give them with --tree")
     if shutil.which("wrk") is None:
         print("wrk is missing: run bench/setup.sh", file=sys.stderr)
         return 2
@@ -45,47 +112,61 @@ def main(argv: list[str] | None = None) -> int:
     issuer.write_jwks(workdir / "jwks.json")
     idp = subprocess.Popen(  # noqa: S603 - our own interpreter and script
         [sys.executable, "-m", "bench.fake_idp", "--port", str(idp_port), "--jwks", str(workdir / "jwks.json")],
+        cwd=PROJECT_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
         **pin(load_cpu),
     )
     bench = Bench(workdir, args.seconds, 16, server_cpu, load_cpu, idp_port)
-    servers = []
+    servers: list[Target] = []
     try:
         wait_for_idp(bench, idp)
+        tokens: dict[str, Path] = {}
         for index in range(args.processes):
-            targets = make_targets(bench, Path(sys.executable))  # C and C+ are not started
-            for name in ("A", "B"):
-                target = targets[name]
-                target.name = f"{name}{index + 1}"
-                target.log_path = workdir / f"server-{target.name}.log"
+            for kind in kinds:
+                port = free_port()
+                env = {**server_env(clean_environment(), port, idp_port), "PYTHONPATH": str(kind.root)}
+                name = f"{kind.name}{index + 1}"
+                target = Target(name, kind.name, kind.command(), "add_numbers", env, port, workdir / f"{name}.log")
+                issuer.audience = env["MCP_SERVER_URL"]  # each server checks tokens for its own URL
+                one = issuer.rs256("bench-one")
+                target.token = one
+                target.start(workdir, server_cpu)
                 servers.append(target)
-        tokens = {}  # each A checks tokens for its own MCP_SERVER_URL (its port): one token per server
-        for target in servers:
-            issuer.audience = target.env["MCP_SERVER_URL"]
-            one = issuer.rs256("bench-one")
-            tokens[target.name] = write_tokens(workdir / f"one-{target.name}.txt", [one])
-            rotating = [issuer.rs256(f"bench-{index}") for index in range(1000 if args.warm_up == "rotating" else 0)]
-            target.token = one
-            target.start(workdir, server_cpu)
-            warm = write_tokens(workdir / f"warm-{target.name}.txt", rotating) if rotating else tokens[target.name]
-            bench.wrk(target, "call", warm, 2)
+                one_file = write_tokens(workdir / f"one-{name}.txt", [one])
+                if args.warm_up == "rotating":
+                    warm = [issuer.rs256(f"bench-{number}") for number in range(1000)]
+                    bench.wrk(target, "call", write_tokens(workdir / f"warm-{name}.txt", warm), 2)
+                else:
+                    bench.wrk(target, "call", one_file, 2)
+                if args.mode == "reject":
+                    unknown = [issuer.unknown_kid(number) for number in range(1000)]
+                    tokens[name] = write_tokens(workdir / f"unknown-{name}.txt", unknown)
+                else:
+                    tokens[name] = one_file
         cost: dict[str, list[float]] = {target.name: [] for target in servers}
         for round_ in range(args.rounds):
             for target in servers if round_ % 2 == 0 else servers[::-1]:
                 before = cpu_seconds(target.pid)
-                result = bench.wrk(target, "call", tokens[target.name], args.seconds)
+                result = bench.wrk(target, args.mode, tokens[target.name], args.seconds)
                 wrong = result["wrong"] + result["socket_errors"] + result["timeouts"]
                 if wrong:
                     raise RuntimeError(f"{target.name} gave {wrong} wrong answers: {result['wrong_kinds']}")
                 cost[target.name].append((cpu_seconds(target.pid) - before) / max(result["requests"], 1) * 1e6)
         medians = {name: statistics.median(values) for name, values in cost.items()}
         for name, value in medians.items():
-            print(f"{name:4} median {value:6.1f} us CPU per call  runs {[round(v) for v in cost[name]]}")
-        a = statistics.median(value for name, value in medians.items() if name.startswith("A"))
-        b = statistics.median(value for name, value in medians.items() if name.startswith("B"))
-        print(f"A {a:.1f} us, B {b:.1f} us per call (medians over processes): auth {a / b - 1:+.1%}")
+            print(f"{name:10} median {value:6.1f} us CPU per request  runs {[round(v) for v in cost[name]]}")
+        per_kind = {
+            kind.name: statistics.median(
+                value for target, value in zip(servers, medians.values(), strict=True) if target.label == kind.name
+            )
+            for kind in kinds
+        }
+        print(", ".join(f"{name} {value:.1f} us" for name, value in per_kind.items()) + " (medians over processes)")
+        if len(kinds) >= 2:
+            first, second = kinds[0].name, kinds[1].name
+            print(f"{first} over {second}: {per_kind[first] / per_kind[second] - 1:+.1%}")
         return 0
     finally:
         for target in servers:
