@@ -47,9 +47,14 @@ def decode_segment(segment: bytes, name: str) -> bytes:
         decoded = binascii.a2b_base64(stripped.translate(_TO_STANDARD) + b"=" * (-len(stripped) % 4))
     except binascii.Error as err:  # not reached after the checks above; kept as PyJWT has it
         raise DecodeError(f"Invalid {name} padding") from err
-    if binascii.b2a_base64(decoded, newline=False).translate(_TO_URLSAFE).rstrip(b"=") != stripped:
+    if _unpadded_text(decoded) != stripped:
         raise DecodeError(f"Invalid {name} padding")  # non-zero bits after the last byte
     return decoded
+
+
+def _unpadded_text(data: bytes) -> bytes:
+    """The canonical unpadded base64url text of `data`."""
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
 
 
 def is_canonical_segment(segment: bytes) -> bool:
@@ -66,8 +71,7 @@ def canonical_segment(segment: bytes, name: str) -> bytes:
     """The unpadded canonical text of what `segment` decodes to (decode_segment's DecodeError if it does not)."""
     if is_canonical_segment(segment):
         return segment
-    decoded = decode_segment(segment, name)
-    return binascii.b2a_base64(decoded, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
+    return _unpadded_text(decode_segment(segment, name))
 
 
 class FastSegmentJWS(PyJWS):
