@@ -224,20 +224,17 @@ class BearerAuthMiddleware:
                 if caller is not None:
                     self.recent.forget(value)
                 token = token_of(value)
-                principal = await self.verifier.verify(token)
+                checked = await self.verifier.check(token)
+                if not isinstance(checked, Principal):
+                    await self._refuse(checked, token, scope, receive, send)
+                    return
+                principal = checked
                 if not principal.has_scopes(self.required_scopes):
                     raise InsufficientScope(self.required_scopes)
                 user, credentials = self.views.of(principal, token)
                 self.recent.remember(value, _Caller(self.verifier.cache.digest(token), principal, user, credentials))
         except AuthError as exc:
-            if not isinstance(exc, MissingToken) and self.refusal_log.allow():
-                unlogged = self.refusal_log.note()
-                if isinstance(exc, InvalidToken) and token:
-                    explanation = self.verifier.explain(token, exc)
-                    logger.info("token refused: %s: %s%s", exc.description, explanation, unlogged)
-                else:
-                    logger.info("request refused (%s): %s%s", exc.status, exc.detail, unlogged)
-            await self.responder(exc, scope, receive, send)
+            await self._refuse(exc, token, scope, receive, send)
             return
 
         scope["user"] = user
@@ -250,3 +247,14 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
         finally:
             auth_context_var.reset(context)
+
+    async def _refuse(self, exc: AuthError, token: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a refusal, with its (rate-limited) log line; the token's own text is never logged."""
+        if not isinstance(exc, MissingToken) and self.refusal_log.allow():
+            unlogged = self.refusal_log.note()
+            if isinstance(exc, InvalidToken) and token:
+                explanation = self.verifier.explain(token, exc)
+                logger.info("token refused: %s: %s%s", exc.description, explanation, unlogged)
+            else:
+                logger.info("request refused (%s): %s%s", exc.status, exc.detail, unlogged)
+        await self.responder(exc, scope, receive, send)

@@ -35,11 +35,6 @@ _BAD_SIGNATURE = "token signature is invalid"
 _BAD_SIGNATURE_DETAIL = "InvalidSignatureError"  # a DecodeError: only its type is shown
 
 
-class _KnownBadSignature(InvalidToken):
-    """Refused by the signature memo: that costs about as little as a remembered refusal, so the refusal cache
-    does not keep it (a flood of distinct forgeries would only churn the cache)."""
-
-
 # PyJWT's exception family mapped once to what the client is told.
 _JWT_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
     (jwt.ExpiredSignatureError, "token has expired"),
@@ -99,31 +94,37 @@ class TokenVerifier:
         self.signatures = SignatureMemo(max_entries=cache_entries)
 
     async def verify(self, token: str) -> Principal:
+        result = await self.check(token)
+        if isinstance(result, Principal):
+            return result
+        try:
+            raise result
+        finally:
+            del result  # the traceback holds this frame: no cycle through it
+
+    async def check(self, token: str) -> Principal | InvalidToken:
+        """verify()'s answer, a refusal returned rather than raised: a flood of refusals then skips raising
+        each one through the verifier's frames (the bearer middleware only needs the error to answer with)."""
         if not isinstance(token, str):
-            raise InvalidToken("token is malformed", detail=f"not a string: {type(token).__name__}")
+            return InvalidToken("token is malformed", detail=f"not a string: {type(token).__name__}")
         if len(token) > self._max_token_bytes:
-            raise InvalidToken("token is too large")
+            return InvalidToken("token is too large")
         digest = self.cache.digest(token)
         remembered = self.cache.lookup(digest)
-        if isinstance(remembered, Principal):
-            return remembered
         if remembered is not None:
-            try:
-                raise remembered
-            finally:
-                # The traceback holds this frame: left in it, the exception would hold itself (and the request's
-                # objects in the frames above) in a cycle only the collector frees.
-                del remembered
+            return remembered  # a Principal, or a fresh InvalidToken
         try:
-            principal, key = await self._checked(token)
+            checked = await self._checked(token)
         except InvalidToken as exc:
-            if not isinstance(exc, _KnownBadSignature):
-                self.cache.refuse(digest, exc)
-            raise
+            self.cache.refuse(digest, exc)
+            return exc
+        if isinstance(checked, InvalidToken):  # refused by the signature memo: not remembered as a refusal
+            return checked
+        principal, key = checked
         self.cache.accept(digest, principal, key)
         return principal
 
-    async def _checked(self, token: str) -> tuple[Principal, VerificationKey]:
+    async def _checked(self, token: str) -> tuple[Principal, VerificationKey] | InvalidToken:
         try:
             return await self._verify(token)
         except AuthError:
@@ -158,7 +159,7 @@ class TokenVerifier:
                 self._headers[segment] = header
         return header
 
-    async def _verify(self, token: str) -> tuple[Principal, VerificationKey]:
+    async def _verify(self, token: str) -> tuple[Principal, VerificationKey] | InvalidToken:
         if token.count(".") != 2:
             raise InvalidToken("token is not a JWT", detail="not three dot-separated parts")
         header = self._header(token.partition(".")[0])
@@ -178,7 +179,7 @@ class TokenVerifier:
             signing_input, _, signature = token.rpartition(".")
             memo_digest = self.signatures.digest(signing_input)
             if self.signatures.refuses(memo_digest, key, signature):
-                raise _KnownBadSignature(_BAD_SIGNATURE, detail=_BAD_SIGNATURE_DETAIL)
+                return InvalidToken(_BAD_SIGNATURE, detail=_BAD_SIGNATURE_DETAIL)
         claims = jwt_decoder.decode(
             token,
             key=key.key,

@@ -22,6 +22,7 @@ from jwt.algorithms import get_default_algorithms
 
 from auth.errors import InvalidToken, KeySetUnavailable
 from auth.jwks import JWKSCache
+from auth.principal import Principal
 from auth.verifier import TokenVerifier, client_id_of, is_machine_token, normalise_scopes, principal_from_claims
 from settings import DEFAULT_ALGORITHMS
 from tests.support import CLIENT_ID, ISSUER, JWKS_URI, SERVER_URL, Signer, make_claims
@@ -154,6 +155,44 @@ def self_signed_certificate(private_key: Any) -> str:
 def test_an_audience_is_required(keys):
     with pytest.raises(ValueError, match="audience"):
         make_verifier(keys, audiences=[])
+
+
+async def test_check_returns_the_refusal_that_verify_raises(verifier, signer, attacker):
+    """check() answers as verify() does, a refusal returned instead of raised: fresh, and from the caches."""
+    token = signer.token()
+    segment = token.rpartition(".")[2]
+    bad_signature = ("token signature is invalid", "InvalidSignatureError")
+    cases: dict[str, tuple[Any, tuple[str, str]]] = {
+        "valid": (token, ("accepted", "user-123")),
+        "not a string": (None, ("token is malformed", "not a string: NoneType")),
+        "too large": ("a" * 20_000, ("token is too large", "token is too large")),
+        "not a JWT": ("abc", ("token is not a JWT", "not three dot-separated parts")),
+        "signed by another key": (attacker.token(), bad_signature),
+        # the header and payload of the accepted token under other signature bytes: the signature memo's refusal
+        "other signature bytes": (
+            token.rpartition(".")[0] + "." + segment[:20] + "abcdef" + segment[26:],
+            bad_signature,
+        ),
+    }
+    expired = await verifier.check(signer.token(exp=int(time.time()) - 3600))
+    assert isinstance(expired, InvalidToken)
+    assert expired.description == "token has expired"
+    unknown = await verifier.check(signer.token(headers={"kid": "unknown-1"}))
+    assert isinstance(unknown, InvalidToken)
+    assert unknown.description == "token signing key is unknown"
+    for _ in range(2):  # the second time from the caches: the acceptance, the refusals, the signature memo
+        for name, (candidate, expected) in cases.items():
+            answer = await verifier.check(candidate)
+            if isinstance(answer, Principal):
+                assert ("accepted", answer.subject) == expected, name
+                assert await verifier.verify(candidate) is answer, name
+                continue
+            assert type(answer) is InvalidToken, name
+            assert answer.status == 401, name
+            assert (answer.description, answer.detail) == expected, name
+            raised = await refused(verifier, candidate)
+            assert (raised.description, raised.detail) == (answer.description, answer.detail), name
+    assert verifier.cache.hits >= 2
 
 
 async def test_valid_token_becomes_a_principal(verifier, signer):

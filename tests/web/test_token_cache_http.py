@@ -120,14 +120,19 @@ def test_each_request_carries_its_own_token_to_the_sdk(idp: FakeIdP, signer: Sig
 
 
 def test_refusals_leave_nothing_for_the_cyclic_collector(app_client, signer):
-    """A refusal, fresh or remembered, is freed as its response is sent: no exception kept in a cycle with the
-    frames (and so the request objects) its traceback holds."""
+    """A refusal, fresh, remembered or by the signature memo, is freed as its response is sent: no exception kept
+    in a cycle with the frames (and so the request objects) its traceback holds."""
     token = signer.token()
     forged = token[:-8] + ("AAAAAAAA" if not token.endswith("AAAAAAAA") else "BBBBBBBB")
     assert call(app_client, forged) == (401, "token signature is invalid")
+    accepted = signer.token()
+    assert call(app_client, accepted)[0] == 200
+    segment = accepted.rpartition(".")[2]
+    other_bytes = accepted.rpartition(".")[0] + "." + segment[:20] + "abcdef" + segment[26:]
     with cyclic_garbage() as garbage:
         for _ in range(3):  # remembered refusals
             assert call(app_client, forged) == (401, "token signature is invalid")
         assert call(app_client, signer.token(exp=int(time.time()) - 60)) == (401, "token has expired")
+        assert call(app_client, other_bytes) == (401, "token signature is invalid")  # the signature memo's
     # (the test client's own streams leave anyio's EndOfStream behind: not the server's)
     assert [type(obj).__name__ for obj in garbage if isinstance(obj, AuthError | jwt.PyJWTError)] == []
