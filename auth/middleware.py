@@ -111,18 +111,18 @@ class CallerViews:
 
 @dataclass(frozen=True, slots=True)
 class _Caller:
-    digest: bytes
+    token: str
     principal: Principal
     user: AuthenticatedUser
     credentials: AuthCredentials
 
 
 class RecentCallers:
-    """Authorization header values recently accepted, each with its verification: the token cache's digest and
-    Principal, and the SDK's objects built for it.
+    """Authorization header values recently accepted, each with its verification: the token (the token cache's
+    key) and Principal, and the SDK's objects built for it.
 
     A repeat caller then costs one dict lookup by the exact header bytes (which hold the whole token) instead of
-    parsing the header and hashing the token. An entry is used only while the token cache still holds that same
+    parsing the header. An entry is used only while the token cache still holds that same
     verification, checked on every use (TokenCache.still_accepted): so the token's `exp`, the removal of its key
     from the key set, the cache's own bounds and evictions all apply exactly as they do to the cache. Bounded,
     oldest first out; the SDK objects are shared with CallerViews, so an entry adds little beyond its key.
@@ -218,7 +218,7 @@ class BearerAuthMiddleware:
         try:
             value = authorization_value(scope["headers"])
             caller = self.recent.get(value)
-            if caller is not None and self.verifier.cache.still_accepted(caller.digest, caller.principal):
+            if caller is not None and self.verifier.cache.still_accepted(caller.token, caller.principal):
                 principal, user, credentials = caller.principal, caller.user, caller.credentials
             else:
                 if caller is not None:
@@ -232,7 +232,7 @@ class BearerAuthMiddleware:
                 if not principal.has_scopes(self.required_scopes):
                     raise InsufficientScope(self.required_scopes)
                 user, credentials = self.views.of(principal, token)
-                self.recent.remember(value, _Caller(self.verifier.cache.digest(token), principal, user, credentials))
+                self.recent.remember(value, _Caller(token, principal, user, credentials))
         except AuthError as exc:
             await self._refuse(exc, token, scope, receive, send)
             return

@@ -1,8 +1,10 @@
-"""Remembers recent verification results so a reused token costs a hash and a dict lookup, not a signature check.
+"""Remembers recent verification results so a reused token costs a dict lookup, not a signature check.
 
 Security rules (a cache must never let a token in that the verifier would refuse):
-- keyed by the SHA-256 of the whole token, bounded in entries (least recently used goes first); refusals
-  have their own, smaller bound, so a flood of bad tokens cannot push the valid ones out;
+- keyed by the whole token's text: a dict hashes it and compares the whole text on a match, so two tokens are
+  never taken for one (not even by a hash collision). Bounded in entries (least recently used goes first);
+  refusals have their own, smaller bound, so a flood of bad tokens cannot push the valid ones out, and only
+  tokens of at most REFUSED_TOKEN_CHARS are remembered as refused (their memory is bounded too);
 - an accepted entry never outlives the token's `exp`, nor `max_age`, and is only used while the key
   that verified it is still in the IdP's key set (a removed key stops its tokens at the next refresh);
 - refusals are kept only briefly (`refusal_seconds`); "key unknown" only while the key set it was unknown in
@@ -11,7 +13,6 @@ Security rules (a cache must never let a token in that the verifier would refuse
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,6 +24,10 @@ from auth.jwks import KEY_UNKNOWN, VerificationKey
 from auth.principal import Principal
 
 REFUSALS_PER_ACCEPTED = 10  # at most max_entries // 10 refusals are remembered
+# Longer refused tokens are checked afresh each time: refusals then hold at most max_entries // 10 * 4096
+# characters (4 MB at the default 10,000). Accepted tokens need no such bound: the SDK's view of each remembered
+# caller (auth.middleware.CallerViews) holds its token anyway, the very same string.
+REFUSED_TOKEN_CHARS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +68,8 @@ class TokenCache:
         keys: KeySource,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._accepted: OrderedDict[bytes, _Accepted] = OrderedDict()
-        self._refused: OrderedDict[bytes, _Refused] = OrderedDict()
+        self._accepted: OrderedDict[str, _Accepted] = OrderedDict()
+        self._refused: OrderedDict[str, _Refused] = OrderedDict()
         self._max_entries = max_entries
         self._max_refusals = max(1, max_entries // REFUSALS_PER_ACCEPTED) if max_entries > 0 else 0
         self._max_age = max_age
@@ -83,21 +88,17 @@ class TokenCache:
         """The bound on remembered acceptances (refusals have a bound of their own, a fraction of it)."""
         return self._max_entries
 
-    @staticmethod
-    def digest(token: str) -> bytes:
-        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-
-    def lookup(self, digest: bytes) -> Principal | InvalidToken | None:
+    def lookup(self, token: str) -> Principal | InvalidToken | None:
         """The remembered answer for this token, or None when it must be verified."""
-        accepted = self._accepted.get(digest)
+        accepted = self._accepted.get(token)
         if accepted is not None:
             if self._still_valid(accepted):
-                self._accepted.move_to_end(digest)
+                self._accepted.move_to_end(token)
                 self.hits += 1
                 return accepted.principal
-            del self._accepted[digest]
+            del self._accepted[token]
         else:
-            refused = self._refused.get(digest)
+            refused = self._refused.get(token)
             if refused is not None:
                 if self._clock() < refused.until and (
                     refused.keys_mark is None or self._keys.kid_still_unknown(refused.keys_mark)
@@ -105,19 +106,19 @@ class TokenCache:
                     self.hits += 1
                     # a fresh exception: tracebacks don't pile up
                     return InvalidToken(refused.description, detail=refused.detail)
-                del self._refused[digest]
+                del self._refused[token]
         self.misses += 1
         return None
 
-    def still_accepted(self, digest: bytes, principal: Principal) -> bool:
-        """Whether the verification that produced `principal` is still remembered and valid for `digest`: the same
+    def still_accepted(self, token: str, principal: Principal) -> bool:
+        """Whether the verification that produced `principal` is still remembered and valid for `token`: the same
         entry (not evicted, not replaced), before its `until`, its key still in the key set. A lookup() without
         the Principal it would build; a stale entry is left for lookup() to drop."""
-        accepted = self._accepted.get(digest)
+        accepted = self._accepted.get(token)
         if accepted is None or accepted.principal is not principal:
             return False
         if self._still_valid(accepted):
-            self._accepted.move_to_end(digest)
+            self._accepted.move_to_end(token)
             self.hits += 1
             return True
         return False
@@ -126,30 +127,30 @@ class TokenCache:
         """An acceptance holds before its `until` (≤ exp, ≤ max_age) and while its key is still in the key set."""
         return self._clock() < accepted.until and self._key_is_current(accepted.key)
 
-    def accept(self, digest: bytes, principal: Principal, key: VerificationKey) -> None:
+    def accept(self, token: str, principal: Principal, key: VerificationKey) -> None:
         until = min(principal.expires_at.timestamp(), self._clock() + self._max_age)
-        self._refused.pop(digest, None)
-        _store(self._accepted, digest, _Accepted(principal, key, until), self._max_entries)
+        self._refused.pop(token, None)
+        _store(self._accepted, token, _Accepted(principal, key, until), self._max_entries)
 
-    def refuse(self, digest: bytes, error: InvalidToken) -> None:
+    def refuse(self, token: str, error: InvalidToken) -> None:
         """Remember a refusal briefly. "Key unknown" is remembered only while the verifier would give it again
         without looking further: under the same key set, with no refresh allowed (see KeySource)."""
-        if self._refusal_seconds <= 0:
+        if self._refusal_seconds <= 0 or len(token) > REFUSED_TOKEN_CHARS:
             return
         keys_mark = None
         if error.description == KEY_UNKNOWN:
             keys_mark = self._keys.unknown_kid_mark()
             if keys_mark is None:  # a refresh may start now, and may bring the kid
                 return
-        self._accepted.pop(digest, None)
+        self._accepted.pop(token, None)
         refused = _Refused(error.description, error.detail, self._clock() + self._refusal_seconds, keys_mark)
-        _store(self._refused, digest, refused, self._max_refusals)
+        _store(self._refused, token, refused, self._max_refusals)
 
 
-def _store(entries: OrderedDict[bytes, _Entry], digest: bytes, entry: _Entry, bound: int) -> None:
+def _store(entries: OrderedDict[str, _Entry], token: str, entry: _Entry, bound: int) -> None:
     if bound <= 0:
         return
-    entries[digest] = entry
-    entries.move_to_end(digest)
+    entries[token] = entry
+    entries.move_to_end(token)
     while len(entries) > bound:
         entries.popitem(last=False)

@@ -109,19 +109,18 @@ class TokenVerifier:
             return InvalidToken("token is malformed", detail=f"not a string: {type(token).__name__}")
         if len(token) > self._max_token_bytes:
             return InvalidToken("token is too large")
-        digest = self.cache.digest(token)
-        remembered = self.cache.lookup(digest)
+        remembered = self.cache.lookup(token)
         if remembered is not None:
             return remembered  # a Principal, or a fresh InvalidToken
         try:
             checked = await self._checked(token)
         except InvalidToken as exc:
-            self.cache.refuse(digest, exc)
+            self.cache.refuse(token, exc)
             return exc
         if isinstance(checked, InvalidToken):  # refused by the signature memo: not remembered as a refusal
             return checked
         principal, key = checked
-        self.cache.accept(digest, principal, key)
+        self.cache.accept(token, principal, key)
         return principal
 
     async def _checked(self, token: str) -> tuple[Principal, VerificationKey] | InvalidToken:
@@ -174,11 +173,10 @@ class TokenVerifier:
             raise InvalidToken("token kid is malformed")
         # jku, x5u, jwk and x5c are never read: keys come from the configured JWKS only.
         key = self._keys.fresh_key(kid, alg) or await self._keys.get_key(kid, alg)
-        memo_digest, signature = None, ""
+        signing_input, signature = "", ""
         if alg in UNIQUE_SIGNATURE_ALGORITHMS and self.signatures.enabled and token.isascii():
             signing_input, _, signature = token.rpartition(".")
-            memo_digest = self.signatures.digest(signing_input)
-            if self.signatures.refuses(memo_digest, key, signature):
+            if self.signatures.refuses(signing_input, key, signature):
                 return InvalidToken(_BAD_SIGNATURE, detail=_BAD_SIGNATURE_DETAIL)
         claims = jwt_decoder.decode(
             token,
@@ -192,8 +190,8 @@ class TokenVerifier:
         self.rules.check_issuer(claims)
         principal = principal_from_claims(claims, scope_prefix=self.rules.scope_prefix)
         self.rules.check_claims(claims, principal.client_id)
-        if memo_digest is not None:
-            self.signatures.remember(memo_digest, key, signature)
+        if signing_input:
+            self.signatures.remember(signing_input, key, signature)
         return principal, key
 
 

@@ -69,55 +69,69 @@ def key(signer) -> VerificationKey:
 
 def test_the_memo_refuses_only_other_bytes_under_the_very_key_that_verified(key, signer):
     memo = SignatureMemo(max_entries=10)
-    digest = memo.digest("header.payload")
-    memo.remember(digest, key, b64(b"\x01" * 256))
-    assert not memo.refuses(digest, key, b64(b"\x01" * 256))  # the same bytes: left to the whole check
-    assert not memo.refuses(digest, key, b64(b"\x01" * 256) + "==")  # the same bytes, padded
-    assert memo.refuses(digest, key, b64(b"\x02" + b"\x01" * 255))
+    signing_input = "header.payload"
+    memo.remember(signing_input, key, b64(b"\x01" * 256))
+    assert not memo.refuses(signing_input, key, b64(b"\x01" * 256))  # the same bytes: left to the whole check
+    assert not memo.refuses(signing_input, key, b64(b"\x01" * 256) + "==")  # the same bytes, padded
+    assert memo.refuses(signing_input, key, b64(b"\x02" + b"\x01" * 255))
     same_key_again = VerificationKey(kid=key.kid, kty="RSA", crv=None, alg="RS256", key=key.key)
-    assert not memo.refuses(digest, same_key_again, b64(b"\x02" * 256))  # another key object: not known
-    assert not memo.refuses(memo.digest("header.other-payload"), key, b64(b"\x02" * 256))
+    assert not memo.refuses(signing_input, same_key_again, b64(b"\x02" * 256))  # another key object: not known
+    assert not memo.refuses("header.other-payload", key, b64(b"\x02" * 256))
+
+
+class CollidingText(str):
+    """A signing input whose hash equals every other's: what a hash collision would look like to the memo."""
+
+    def __hash__(self) -> int:
+        return 42
+
+
+def test_signing_inputs_whose_hashes_collide_are_still_told_apart(key):
+    memo = SignatureMemo(max_entries=10)
+    memo.remember(CollidingText("header.payload"), key, b64(b"\x01" * 256))
+    assert not memo.refuses(CollidingText("header.other-payload"), key, b64(b"\x02" * 256))  # not known: no verdict
+    assert memo.refuses(CollidingText("header.payload"), key, b64(b"\x02" * 256))
 
 
 def test_a_signature_as_signers_write_it_is_compared_without_decoding(key, monkeypatch):
     memo = SignatureMemo(max_entries=10)
-    digest = memo.digest("header.payload")
-    memo.remember(digest, key, b64(b"\x01" * 256))
+    signing_input = "header.payload"
+    memo.remember(signing_input, key, b64(b"\x01" * 256))
     decoded = []
     original = auth.jws.decode_segment
     monkeypatch.setattr(auth.jws, "decode_segment", lambda *args: decoded.append(args) or original(*args))
-    assert memo.refuses(digest, key, b64(b"\x02" + b"\x01" * 255))
-    assert not memo.refuses(digest, key, b64(b"\x01" * 256))
+    assert memo.refuses(signing_input, key, b64(b"\x02" + b"\x01" * 255))
+    assert not memo.refuses(signing_input, key, b64(b"\x01" * 256))
     assert decoded == []
-    assert not memo.refuses(digest, key, b64(b"\x01" * 256) + "==")  # padded: decoded, the same bytes
+    assert not memo.refuses(signing_input, key, b64(b"\x01" * 256) + "==")  # padded: decoded, the same bytes
     assert len(decoded) == 1
 
 
 def test_the_memo_decodes_a_signature_by_pyjwts_rules(key):
     memo = SignatureMemo(max_entries=10)
-    digest = memo.digest("header.payload")
-    memo.remember(digest, key, b64(b"\x01" * 256))
+    signing_input = "header.payload"
+    memo.remember(signing_input, key, b64(b"\x01" * 256))
     with pytest.raises(jwt.DecodeError):
-        memo.refuses(digest, key, "not*base64")
+        memo.refuses(signing_input, key, "not*base64")
 
 
 def test_the_memo_is_bounded_and_the_oldest_goes_first(key):
     memo = SignatureMemo(max_entries=3)
-    digests = [memo.digest(f"header.payload-{index}") for index in range(5)]
-    for digest in digests:
-        memo.remember(digest, key, b64(b"\x01" * 256))
+    signing_inputs = [f"header.payload-{index}" for index in range(5)]
+    for signing_input in signing_inputs:
+        memo.remember(signing_input, key, b64(b"\x01" * 256))
     assert len(memo) == 3
-    assert not memo.refuses(digests[0], key, b64(b"\x02" * 256))  # forgotten
-    assert memo.refuses(digests[4], key, b64(b"\x02" * 256))
+    assert not memo.refuses(signing_inputs[0], key, b64(b"\x02" * 256))  # forgotten
+    assert memo.refuses(signing_inputs[4], key, b64(b"\x02" * 256))
 
 
 def test_zero_entries_remembers_nothing(key):
     memo = SignatureMemo(max_entries=0)
     assert not memo.enabled
-    digest = memo.digest("header.payload")
-    memo.remember(digest, key, b64(b"\x01" * 256))
+    signing_input = "header.payload"
+    memo.remember(signing_input, key, b64(b"\x01" * 256))
     assert len(memo) == 0
-    assert not memo.refuses(digest, key, b64(b"\x02" * 256))
+    assert not memo.refuses(signing_input, key, b64(b"\x02" * 256))
 
 
 # --- through the verifier ----------------------------------------------------------------------------------------

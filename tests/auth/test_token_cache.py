@@ -13,7 +13,7 @@ import pytest
 from auth.errors import InvalidToken
 from auth.jwks import JWKSCache, VerificationKey
 from auth.principal import Principal
-from auth.token_cache import REFUSALS_PER_ACCEPTED, TokenCache
+from auth.token_cache import REFUSALS_PER_ACCEPTED, REFUSED_TOKEN_CHARS, TokenCache
 from auth.verifier import TokenVerifier
 from settings import DEFAULT_ALGORITHMS
 from tests.support import ISSUER, JWKS_URI, SERVER_URL
@@ -79,159 +79,191 @@ def make_cache(
 def test_an_accepted_token_is_remembered_until_its_exp_and_not_a_moment_longer(key):
     clock = Clock()
     cache = make_cache(clock, max_age=1e9)
-    digest = TokenCache.digest("a.b.c")
+    token = "a.b.c"
     who = principal()
-    cache.accept(digest, who, key)
+    cache.accept(token, who, key)
     clock.now = EXPIRES - 0.001
-    assert cache.lookup(digest) is who
+    assert cache.lookup(token) is who
     clock.now = EXPIRES
-    assert cache.lookup(digest) is None
+    assert cache.lookup(token) is None
     assert len(cache) == 0  # and it is forgotten, not kept for later
 
 
 def test_an_accepted_token_is_remembered_at_most_max_age(key):
     clock = Clock()
     cache = make_cache(clock, max_age=300)
-    digest = TokenCache.digest("a.b.c")
-    cache.accept(digest, principal(), key)
+    token = "a.b.c"
+    cache.accept(token, principal(), key)
     clock.now += 299.9
-    assert cache.lookup(digest) is not None
+    assert cache.lookup(token) is not None
     clock.now += 0.1
-    assert cache.lookup(digest) is None
+    assert cache.lookup(token) is None
 
 
 def test_an_accepted_token_stops_working_when_its_key_leaves_the_key_set(key):
     current = {id(key)}
     cache = make_cache(Clock(), current=current)
-    digest = TokenCache.digest("a.b.c")
-    cache.accept(digest, principal(), key)
-    assert cache.lookup(digest) is not None
+    token = "a.b.c"
+    cache.accept(token, principal(), key)
+    assert cache.lookup(token) is not None
     current.clear()  # a refresh no longer holds this very key
-    assert cache.lookup(digest) is None
+    assert cache.lookup(token) is None
     current.add(id(key))  # ... nor does it come back by itself: it was dropped
-    assert cache.lookup(digest) is None
+    assert cache.lookup(token) is None
 
 
 def test_the_key_is_the_whole_token(key):
     cache = make_cache(Clock())
     token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyIn0.c2lnbmF0dXJl"
-    cache.accept(TokenCache.digest(token), principal(), key)
+    cache.accept(token, principal(), key)
     for other in (token[:-1] + "A", "X" + token[1:], token + "x", token[:-1]):
-        assert cache.lookup(TokenCache.digest(other)) is None
-    assert cache.lookup(TokenCache.digest(token)) is not None
+        assert cache.lookup(other) is None
+    assert cache.lookup(token) is not None
+
+
+class CollidingText(str):
+    """Token text whose hash equals every other's: what a hash collision would look like to the cache."""
+
+    def __hash__(self) -> int:
+        return 42
+
+
+def test_tokens_whose_hashes_collide_are_still_told_apart(key):
+    cache = make_cache(Clock())
+    who = principal()
+    cache.accept(CollidingText("a.b.c"), who, key)
+    cache.refuse(CollidingText("a.b.x"), InvalidToken("token signature is invalid"))
+    assert cache.lookup(CollidingText("a.b.d")) is None  # same hash, other text: a miss, never another's answer
+    assert cache.lookup(CollidingText("a.b.c")) is who
+    assert isinstance(cache.lookup(CollidingText("a.b.x")), InvalidToken)
+    assert not cache.still_accepted(CollidingText("a.b.e"), who)
+
+
+def test_refusals_of_long_tokens_are_not_remembered(key):
+    cache = make_cache(Clock())
+    longest = "a." + "b" * (REFUSED_TOKEN_CHARS - 4) + ".c"
+    assert len(longest) == REFUSED_TOKEN_CHARS
+    cache.refuse(longest, InvalidToken("token signature is invalid"))
+    cache.refuse(longest + "c", InvalidToken("token signature is invalid"))
+    assert isinstance(cache.lookup(longest), InvalidToken)
+    assert cache.lookup(longest + "c") is None  # checked afresh each time: refusals hold bounded text
+    assert len(cache) == 1
+    long_valid = "a." + "b" * REFUSED_TOKEN_CHARS + ".c"  # an accepted token of any length is remembered
+    cache.accept(long_valid, principal(), key)
+    assert cache.lookup(long_valid) is not None
 
 
 def test_accepted_entries_are_bounded_and_the_least_recently_used_goes_first(key):
     cache = make_cache(Clock(), max_entries=3)
-    digests = [TokenCache.digest(f"token-{index}") for index in range(4)]
-    for digest in digests[:3]:
-        cache.accept(digest, principal(), key)
-    assert cache.lookup(digests[0]) is not None  # now the most recently used
-    cache.accept(digests[3], principal(), key)
+    tokens = [f"token-{index}" for index in range(4)]
+    for token in tokens[:3]:
+        cache.accept(token, principal(), key)
+    assert cache.lookup(tokens[0]) is not None  # now the most recently used
+    cache.accept(tokens[3], principal(), key)
     assert len(cache) == 3
-    assert cache.lookup(digests[1]) is None
-    assert all(cache.lookup(digest) is not None for digest in (digests[0], digests[2], digests[3]))
+    assert cache.lookup(tokens[1]) is None
+    assert all(cache.lookup(token) is not None for token in (tokens[0], tokens[2], tokens[3]))
 
 
 def test_still_accepted_holds_only_for_the_same_entry_before_its_exp_with_its_key_current(key):
     """The bearer middleware's RecentCallers relies on this check, on every use of a remembered header."""
     clock, current = Clock(), {id(key)}
     cache = make_cache(clock, current=current, max_age=1e9, max_entries=2)
-    digest = TokenCache.digest("a.b.c")
+    token = "a.b.c"
     who = principal()
-    cache.accept(digest, who, key)
-    assert cache.still_accepted(digest, who)
-    assert not cache.still_accepted(digest, principal())  # an equal Principal from another verification
-    assert not cache.still_accepted(TokenCache.digest("a.b.d"), who)
+    cache.accept(token, who, key)
+    assert cache.still_accepted(token, who)
+    assert not cache.still_accepted(token, principal())  # an equal Principal from another verification
+    assert not cache.still_accepted("a.b.d", who)
     current.clear()
-    assert not cache.still_accepted(digest, who)  # the key left the key set
+    assert not cache.still_accepted(token, who)  # the key left the key set
     current.add(id(key))
     clock.now = EXPIRES
-    assert not cache.still_accepted(digest, who)  # expired
+    assert not cache.still_accepted(token, who)  # expired
     clock.now = 1000.0
     again = principal()
-    cache.accept(digest, again, key)  # verified again: the old Principal no longer counts
-    assert not cache.still_accepted(digest, who) and cache.still_accepted(digest, again)
+    cache.accept(token, again, key)  # verified again: the old Principal no longer counts
+    assert not cache.still_accepted(token, who) and cache.still_accepted(token, again)
     for other in ("x.y.1", "x.y.2"):
-        cache.accept(TokenCache.digest(other), principal(), key)
-    assert not cache.still_accepted(digest, again)  # evicted
+        cache.accept(other, principal(), key)
+    assert not cache.still_accepted(token, again)  # evicted
 
 
 def test_zero_entries_remembers_nothing(key):
     cache = make_cache(Clock(), max_entries=0)
-    digest = TokenCache.digest("a.b.c")
-    cache.accept(digest, principal(), key)
-    cache.refuse(digest, InvalidToken("token signature is invalid"))
-    assert cache.lookup(digest) is None
+    token = "a.b.c"
+    cache.accept(token, principal(), key)
+    cache.refuse(token, InvalidToken("token signature is invalid"))
+    assert cache.lookup(token) is None
     assert len(cache) == 0
 
 
 def test_a_refusal_is_remembered_only_briefly():
     clock = Clock()
     cache = make_cache(clock, refusal_seconds=5)
-    digest = TokenCache.digest("a.b.c")
-    cache.refuse(digest, InvalidToken("token signature is invalid", detail="InvalidSignatureError"))
-    remembered = cache.lookup(digest)
+    token = "a.b.c"
+    cache.refuse(token, InvalidToken("token signature is invalid", detail="InvalidSignatureError"))
+    remembered = cache.lookup(token)
     assert isinstance(remembered, InvalidToken)
     assert (remembered.description, remembered.detail) == ("token signature is invalid", "InvalidSignatureError")
     clock.now += 4.9
-    assert isinstance(cache.lookup(digest), InvalidToken)
+    assert isinstance(cache.lookup(token), InvalidToken)
     clock.now += 0.1
-    assert cache.lookup(digest) is None
+    assert cache.lookup(token) is None
 
 
 def test_an_unknown_key_is_not_remembered_when_a_refresh_may_start():
     keys = FakeKeys()
     keys.mark = None
     cache = make_cache(Clock(), keys=keys, refusal_seconds=5)
-    digest = TokenCache.digest("a.b.c")
-    cache.refuse(digest, InvalidToken("token signing key is unknown"))
-    assert cache.lookup(digest) is None
+    token = "a.b.c"
+    cache.refuse(token, InvalidToken("token signing key is unknown"))
+    assert cache.lookup(token) is None
     assert len(cache) == 0
 
 
 def test_an_unknown_key_is_remembered_only_while_the_same_key_set_holds():
     clock, keys = Clock(), FakeKeys()
     cache = make_cache(clock, keys=keys, refusal_seconds=5)
-    digest = TokenCache.digest("a.b.c")
-    cache.refuse(digest, InvalidToken("token signing key is unknown", detail="no JWKS key matches the token's kid"))
-    remembered = cache.lookup(digest)
+    token = "a.b.c"
+    cache.refuse(token, InvalidToken("token signing key is unknown", detail="no JWKS key matches the token's kid"))
+    remembered = cache.lookup(token)
     assert isinstance(remembered, InvalidToken)
     assert (remembered.description, remembered.detail) == (
         "token signing key is unknown",
         "no JWKS key matches the token's kid",
     )
     keys.mark = object()  # a new key set (or a refresh allowed again): the kid may be known now
-    assert cache.lookup(digest) is None
+    assert cache.lookup(token) is None
     assert len(cache) == 0  # forgotten, not kept for later
-    cache.refuse(digest, InvalidToken("token signing key is unknown"))
+    cache.refuse(token, InvalidToken("token signing key is unknown"))
     clock.now += 5  # and never longer than any refusal
-    assert cache.lookup(digest) is None
+    assert cache.lookup(token) is None
 
 
 def test_refusal_seconds_zero_remembers_no_refusal():
     cache = make_cache(Clock(), refusal_seconds=0)
-    digest = TokenCache.digest("a.b.c")
-    cache.refuse(digest, InvalidToken("token signature is invalid"))
-    assert cache.lookup(digest) is None
+    token = "a.b.c"
+    cache.refuse(token, InvalidToken("token signature is invalid"))
+    assert cache.lookup(token) is None
 
 
 def test_a_flood_of_refusals_cannot_push_valid_tokens_out(key):
     cache = make_cache(Clock(), max_entries=100)
-    valid = [TokenCache.digest(f"valid-{index}") for index in range(100)]
-    for digest in valid:
-        cache.accept(digest, principal(), key)
+    valid = [f"valid-{index}" for index in range(100)]
+    for token in valid:
+        cache.accept(token, principal(), key)
     for index in range(10_000):
-        cache.refuse(TokenCache.digest(f"bad-{index}"), InvalidToken("token signature is invalid"))
-    assert all(cache.lookup(digest) is not None for digest in valid)
+        cache.refuse(f"bad-{index}", InvalidToken("token signature is invalid"))
+    assert all(cache.lookup(token) is not None for token in valid)
     assert len(cache) == 100 + 100 // REFUSALS_PER_ACCEPTED
 
 
 def test_a_returned_refusal_is_a_fresh_exception_each_time():
     cache = make_cache(Clock())
-    digest = TokenCache.digest("a.b.c")
-    cache.refuse(digest, InvalidToken("token signature is invalid"))
-    first, second = cache.lookup(digest), cache.lookup(digest)
+    token = "a.b.c"
+    cache.refuse(token, InvalidToken("token signature is invalid"))
+    first, second = cache.lookup(token), cache.lookup(token)
     assert isinstance(first, InvalidToken) and isinstance(second, InvalidToken)
     assert first is not second
 
@@ -308,7 +340,7 @@ async def test_an_unknown_kid_is_checked_again_as_soon_as_the_key_set_changes(sl
     verifier = TokenVerifier(keys, issuer=ISSUER, audiences=[SERVER_URL], algorithms=DEFAULT_ALGORITHMS)
     token = rotated_signer.token()
     await refusal(verifier, token)
-    assert isinstance(verifier.cache.lookup(TokenCache.digest(token)), InvalidToken)  # remembered
+    assert isinstance(verifier.cache.lookup(token), InvalidToken)  # remembered
     idp.publish(signer, rotated_signer)
     await keys.refresh()  # a refresh (a TTL revalidation, say) inside the cooldown
     assert (await verifier.verify(token)).subject == "user-123"
