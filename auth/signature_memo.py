@@ -14,17 +14,24 @@ compared whole: no hash of it stands in for it, so no collision can make one sig
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from jwt.exceptions import DecodeError
+
 from auth.jwks import VerificationKey
 from auth.jws import canonical_segment
+
+# The key set's answer for a (kid, alg) within its TTL, as JWKSCache.fresh_key gives it (None: no answer at once).
+CurrentKey = Callable[[str | None, str], VerificationKey | None]
 
 UNIQUE_SIGNATURE_ALGORITHMS = frozenset({"RS256", "RS384", "RS512"})
 
 
 class SignatureMemo:
     def __init__(self, max_entries: int) -> None:
-        # signing input -> (the key that verified, a fingerprint of the signature bytes). Equal fingerprints of
-        # different bytes would only send a token to the full check, never refuse a valid one.
-        self._signatures: dict[str, tuple[VerificationKey, int]] = {}
+        # signing input -> (the key that verified, a fingerprint of the signature bytes, the header's kid and alg).
+        # Equal fingerprints of different bytes would only send a token to the full check, never refuse a valid one.
+        self._signatures: dict[str, tuple[VerificationKey, int, str | None, str]] = {}
         self._max_entries = max_entries
 
     @property
@@ -34,21 +41,32 @@ class SignatureMemo:
     def __len__(self) -> int:
         return len(self._signatures)
 
-    def refuses(self, signing_input: str, key: VerificationKey, segment: str) -> bool:
-        """True when the signature in `segment` cannot verify: this very key verified other bytes for the same
-        signing input. The segment is decoded only then, by PyJWT's rules (its DecodeError for a malformed one:
-        the header and payload are known good, so that is the error PyJWT itself would give)."""
-        remembered = self._signatures.get(signing_input)
-        if remembered is None or remembered[0] is not key:
-            return False
-        return remembered[1] != _fingerprint(segment)
+    def refuses(self, signing_input: str, segment: str, current_key: CurrentKey) -> bool:
+        """True when the signature in `segment` cannot verify: the key that verified other bytes for the same
+        signing input is still the very key `current_key(kid, alg)` finds for the header it was accepted with.
 
-    def remember(self, signing_input: str, key: VerificationKey, segment: str) -> None:
-        """Record the signature that verified; only for UNIQUE_SIGNATURE_ALGORITHMS. Bounded, oldest first out."""
+        Asked before the token's header is even read. The header is that of an accepted token, so every step
+        before the signature check would pass as it did then (the configuration does not change, and the key is
+        checked here); so a refusal here is the answer the whole check would give. No verdict (False) for an
+        unknown signing input, another key, or a segment that does not decode: the whole check answers then."""
+        remembered = self._signatures.get(signing_input)
+        if remembered is None:
+            return False
+        key, fingerprint, kid, alg = remembered
+        if current_key(kid, alg) is not key:
+            return False
+        try:
+            return fingerprint != _fingerprint(segment)
+        except DecodeError:
+            return False
+
+    def remember(self, signing_input: str, key: VerificationKey, segment: str, kid: str | None, alg: str) -> None:
+        """Record the signature that verified with `key`, found for (kid, alg) of the token's header; only for
+        UNIQUE_SIGNATURE_ALGORITHMS. Bounded, oldest first out."""
         if self._max_entries <= 0:
             return
         self._signatures.pop(signing_input, None)
-        self._signatures[signing_input] = (key, _fingerprint(segment))
+        self._signatures[signing_input] = (key, _fingerprint(segment), kid, alg)
         while len(self._signatures) > self._max_entries:
             del self._signatures[next(iter(self._signatures))]
 

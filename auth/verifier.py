@@ -112,18 +112,26 @@ class TokenVerifier:
         remembered = self.cache.lookup(token)
         if remembered is not None:
             return remembered  # a Principal, or a fresh InvalidToken
+        if self._memo_refuses(token):  # not remembered as a refusal: it costs about as little as one
+            return InvalidToken(_BAD_SIGNATURE, detail=_BAD_SIGNATURE_DETAIL)
         try:
             checked = await self._checked(token)
         except InvalidToken as exc:
             self.cache.refuse(token, exc)
             return exc
-        if isinstance(checked, InvalidToken):  # refused by the signature memo: not remembered as a refusal
-            return checked
         principal, key = checked
         self.cache.accept(token, principal, key)
         return principal
 
-    async def _checked(self, token: str) -> tuple[Principal, VerificationKey] | InvalidToken:
+    def _memo_refuses(self, token: str) -> bool:
+        """The signature memo's refusal, before any other step (see SignatureMemo.refuses): a token replaying an
+        accepted header and payload with other signature bytes. Only for ASCII tokens, as the memo holds only those."""
+        if not self.signatures.enabled or not token.isascii():
+            return False
+        signing_input, _, signature = token.rpartition(".")
+        return self.signatures.refuses(signing_input, signature, self._keys.fresh_key)
+
+    async def _checked(self, token: str) -> tuple[Principal, VerificationKey]:
         try:
             return await self._verify(token)
         except AuthError:
@@ -158,7 +166,7 @@ class TokenVerifier:
                 self._headers[segment] = header
         return header
 
-    async def _verify(self, token: str) -> tuple[Principal, VerificationKey] | InvalidToken:
+    async def _verify(self, token: str) -> tuple[Principal, VerificationKey]:
         if token.count(".") != 2:
             raise InvalidToken("token is not a JWT", detail="not three dot-separated parts")
         header = self._header(token.partition(".")[0])
@@ -173,11 +181,6 @@ class TokenVerifier:
             raise InvalidToken("token kid is malformed")
         # jku, x5u, jwk and x5c are never read: keys come from the configured JWKS only.
         key = self._keys.fresh_key(kid, alg) or await self._keys.get_key(kid, alg)
-        signing_input, signature = "", ""
-        if alg in UNIQUE_SIGNATURE_ALGORITHMS and self.signatures.enabled and token.isascii():
-            signing_input, _, signature = token.rpartition(".")
-            if self.signatures.refuses(signing_input, key, signature):
-                return InvalidToken(_BAD_SIGNATURE, detail=_BAD_SIGNATURE_DETAIL)
         claims = jwt_decoder.decode(
             token,
             key=key.key,
@@ -190,8 +193,9 @@ class TokenVerifier:
         self.rules.check_issuer(claims)
         principal = principal_from_claims(claims, scope_prefix=self.rules.scope_prefix)
         self.rules.check_claims(claims, principal.client_id)
-        if signing_input:
-            self.signatures.remember(signing_input, key, signature)
+        if alg in UNIQUE_SIGNATURE_ALGORITHMS and self.signatures.enabled and token.isascii():
+            signing_input, _, signature = token.rpartition(".")
+            self.signatures.remember(signing_input, key, signature, kid, alg)
         return principal, key
 
 

@@ -4,8 +4,9 @@ refused without an RSA operation, and never is a token refused that the whole ch
 from __future__ import annotations
 
 import base64
+import functools
 
-import jwt
+import httpx
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -15,10 +16,10 @@ from jwt.algorithms import RSAAlgorithm
 import auth.jws
 from auth.errors import InvalidToken
 from auth.jwks import JWKSCache, VerificationKey
-from auth.signature_memo import SignatureMemo
+from auth.signature_memo import CurrentKey, SignatureMemo
 from auth.verifier import TokenVerifier
 from settings import DEFAULT_ALGORITHMS
-from tests.support import ISSUER, SERVER_URL, Signer
+from tests.support import ISSUER, JWKS_URI, SERVER_URL, Signer
 
 
 def b64(data: bytes) -> str:
@@ -67,16 +68,36 @@ def key(signer) -> VerificationKey:
     return VerificationKey(kid=signer.kid, kty="RSA", crv=None, alg="RS256", key=signer.private_key.public_key())
 
 
+def finds(key: VerificationKey) -> CurrentKey:
+    """A key set that finds `key` for its kid and RS256, and nothing else."""
+    return lambda kid, alg: key if (kid, alg) == (key.kid, "RS256") else None
+
+
+def remember(memo: SignatureMemo, signing_input: str, key: VerificationKey, signature: bytes) -> None:
+    memo.remember(signing_input, key, b64(signature), key.kid, "RS256")
+
+
 def test_the_memo_refuses_only_other_bytes_under_the_very_key_that_verified(key, signer):
     memo = SignatureMemo(max_entries=10)
     signing_input = "header.payload"
-    memo.remember(signing_input, key, b64(b"\x01" * 256))
-    assert not memo.refuses(signing_input, key, b64(b"\x01" * 256))  # the same bytes: left to the whole check
-    assert not memo.refuses(signing_input, key, b64(b"\x01" * 256) + "==")  # the same bytes, padded
-    assert memo.refuses(signing_input, key, b64(b"\x02" + b"\x01" * 255))
+    remember(memo, signing_input, key, b"\x01" * 256)
+    current = finds(key)
+    assert not memo.refuses(signing_input, b64(b"\x01" * 256), current)  # the same bytes: left to the whole check
+    assert not memo.refuses(signing_input, b64(b"\x01" * 256) + "==", current)  # the same bytes, padded
+    assert memo.refuses(signing_input, b64(b"\x02" + b"\x01" * 255), current)
     same_key_again = VerificationKey(kid=key.kid, kty="RSA", crv=None, alg="RS256", key=key.key)
-    assert not memo.refuses(signing_input, same_key_again, b64(b"\x02" * 256))  # another key object: not known
-    assert not memo.refuses("header.other-payload", key, b64(b"\x02" * 256))
+    # the key set now finds another key object (refetched, rotated): not known
+    assert not memo.refuses(signing_input, b64(b"\x02" * 256), finds(same_key_again))
+    assert not memo.refuses(signing_input, b64(b"\x02" * 256), lambda kid, alg: None)  # no answer at once
+    assert not memo.refuses("header.other-payload", b64(b"\x02" * 256), current)
+
+
+def test_the_memo_asks_the_key_set_for_the_kid_and_alg_it_was_accepted_with(key):
+    memo = SignatureMemo(max_entries=10)
+    memo.remember("header.payload", key, b64(b"\x01" * 256), "kid-7", "RS384")
+    asked = []
+    assert memo.refuses("header.payload", b64(b"\x02" * 256), lambda kid, alg: asked.append((kid, alg)) or key)
+    assert asked == [("kid-7", "RS384")]
 
 
 class CollidingText(str):
@@ -88,50 +109,52 @@ class CollidingText(str):
 
 def test_signing_inputs_whose_hashes_collide_are_still_told_apart(key):
     memo = SignatureMemo(max_entries=10)
-    memo.remember(CollidingText("header.payload"), key, b64(b"\x01" * 256))
-    assert not memo.refuses(CollidingText("header.other-payload"), key, b64(b"\x02" * 256))  # not known: no verdict
-    assert memo.refuses(CollidingText("header.payload"), key, b64(b"\x02" * 256))
+    remember(memo, CollidingText("header.payload"), key, b"\x01" * 256)
+    current = finds(key)
+    assert not memo.refuses(CollidingText("header.other-payload"), b64(b"\x02" * 256), current)  # not known
+    assert memo.refuses(CollidingText("header.payload"), b64(b"\x02" * 256), current)
 
 
 def test_a_signature_as_signers_write_it_is_compared_without_decoding(key, monkeypatch):
     memo = SignatureMemo(max_entries=10)
     signing_input = "header.payload"
-    memo.remember(signing_input, key, b64(b"\x01" * 256))
+    remember(memo, signing_input, key, b"\x01" * 256)
+    current = finds(key)
     decoded = []
     original = auth.jws.decode_segment
     monkeypatch.setattr(auth.jws, "decode_segment", lambda *args: decoded.append(args) or original(*args))
-    assert memo.refuses(signing_input, key, b64(b"\x02" + b"\x01" * 255))
-    assert not memo.refuses(signing_input, key, b64(b"\x01" * 256))
+    assert memo.refuses(signing_input, b64(b"\x02" + b"\x01" * 255), current)
+    assert not memo.refuses(signing_input, b64(b"\x01" * 256), current)
     assert decoded == []
-    assert not memo.refuses(signing_input, key, b64(b"\x01" * 256) + "==")  # padded: decoded, the same bytes
+    assert not memo.refuses(signing_input, b64(b"\x01" * 256) + "==", current)  # padded: decoded, the same bytes
     assert len(decoded) == 1
 
 
-def test_the_memo_decodes_a_signature_by_pyjwts_rules(key):
+def test_a_signature_that_does_not_decode_gets_no_verdict(key):
+    """Left to the whole check, which refuses it as malformed (test_every_signature_variant_... compares)."""
     memo = SignatureMemo(max_entries=10)
     signing_input = "header.payload"
-    memo.remember(signing_input, key, b64(b"\x01" * 256))
-    with pytest.raises(jwt.DecodeError):
-        memo.refuses(signing_input, key, "not*base64")
+    remember(memo, signing_input, key, b"\x01" * 256)
+    assert not memo.refuses(signing_input, "not*base64", finds(key))
 
 
 def test_the_memo_is_bounded_and_the_oldest_goes_first(key):
     memo = SignatureMemo(max_entries=3)
     signing_inputs = [f"header.payload-{index}" for index in range(5)]
     for signing_input in signing_inputs:
-        memo.remember(signing_input, key, b64(b"\x01" * 256))
+        remember(memo, signing_input, key, b"\x01" * 256)
     assert len(memo) == 3
-    assert not memo.refuses(signing_inputs[0], key, b64(b"\x02" * 256))  # forgotten
-    assert memo.refuses(signing_inputs[4], key, b64(b"\x02" * 256))
+    assert not memo.refuses(signing_inputs[0], b64(b"\x02" * 256), finds(key))  # forgotten
+    assert memo.refuses(signing_inputs[4], b64(b"\x02" * 256), finds(key))
 
 
 def test_zero_entries_remembers_nothing(key):
     memo = SignatureMemo(max_entries=0)
     assert not memo.enabled
     signing_input = "header.payload"
-    memo.remember(signing_input, key, b64(b"\x01" * 256))
+    remember(memo, signing_input, key, b"\x01" * 256)
     assert len(memo) == 0
-    assert not memo.refuses(signing_input, key, b64(b"\x02" * 256))
+    assert not memo.refuses(signing_input, b64(b"\x02" * 256), finds(key))
 
 
 # --- through the verifier ----------------------------------------------------------------------------------------
@@ -229,6 +252,28 @@ async def test_what_the_memo_refuses_is_not_kept_by_the_refusal_cache(keys, sign
     # a refusal from the whole check is remembered as before
     await outcome(verifier, signer.token(aud="https://elsewhere.example"))
     assert len(verifier.cache) == 2
+
+
+async def test_a_key_set_past_its_ttl_sends_a_replay_to_the_whole_check(
+    idp, signer, rsa_verifications, tls_context, monkeypatch
+):
+    """The memo refuses only while the key set answers (kid, alg) at once; a stale one gives it no verdict."""
+    monkeypatch.setattr(httpx, "AsyncClient", functools.partial(httpx.AsyncClient, verify=tls_context))
+    now = [1000.0]
+    keys = JWKSCache(JWKS_URI, ttl=60, cooldown=0, clock=lambda: now[0])
+    try:
+        verifier = make_verifier(keys)
+        token = signer.token()
+        await verifier.verify(token)
+        segment = token.rpartition(".")[2]
+        bad_signature = ("token signature is invalid", "InvalidSignatureError")
+        assert await outcome(verifier, with_signature(token, segment[:20] + "abcdef" + segment[26:])) == bad_signature
+        assert len(rsa_verifications) == 1
+        now[0] += 61
+        assert await outcome(verifier, with_signature(token, segment[:20] + "ghijkl" + segment[26:])) == bad_signature
+        assert len(rsa_verifications) == 2  # checked in full
+    finally:
+        await keys.aclose()
 
 
 async def test_a_key_replaced_under_the_same_kid_is_checked_in_full(keys, idp, signer, second_rsa_private_key):
