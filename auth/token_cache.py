@@ -2,7 +2,9 @@
 
 Security rules (a cache must never let a token in that the verifier would refuse):
 - keyed by the whole token's text: a dict hashes it and compares the whole text on a match, so two tokens are
-  never taken for one (not even by a hash collision). Bounded in entries (least recently used goes first);
+  never taken for one (not even by a hash collision). Python seeds its string hash at random in every process
+  (unless PYTHONHASHSEED is set, which nothing here does), so nobody can pick tokens that pile up on one hash
+  slot. Bounded in entries (least recently used goes first);
   refusals have their own, smaller bound, so a flood of bad tokens cannot push the valid ones out, and only
   tokens of at most REFUSED_TOKEN_CHARS are remembered as refused (their memory is bounded too);
 - an accepted entry never outlives the token's `exp`, nor `max_age`, and is only used while the key
