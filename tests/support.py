@@ -159,3 +159,10 @@ def cyclic_garbage() -> Iterator[list[object]]:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
+
+
+class CollidingText(str):
+    """Text whose hash equals every other's: what a hash collision looks like to a dict keyed by it."""
+
+    def __hash__(self) -> int:
+        return 42

@@ -19,7 +19,7 @@ from auth.jwks import JWKSCache, VerificationKey
 from auth.signature_memo import CurrentKey, SignatureMemo
 from auth.verifier import TokenVerifier
 from settings import DEFAULT_ALGORITHMS
-from tests.support import ISSUER, JWKS_URI, SERVER_URL, Signer
+from tests.support import ISSUER, JWKS_URI, SERVER_URL, CollidingText, Signer
 
 
 def b64(data: bytes) -> str:
@@ -98,13 +98,6 @@ def test_the_memo_asks_the_key_set_for_the_kid_and_alg_it_was_accepted_with(key)
     asked = []
     assert memo.refuses("header.payload", b64(b"\x02" * 256), lambda kid, alg: asked.append((kid, alg)) or key)
     assert asked == [("kid-7", "RS384")]
-
-
-class CollidingText(str):
-    """A signing input whose hash equals every other's: what a hash collision would look like to the memo."""
-
-    def __hash__(self) -> int:
-        return 42
 
 
 def test_signing_inputs_whose_hashes_collide_are_still_told_apart(key):

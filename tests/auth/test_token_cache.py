@@ -16,7 +16,7 @@ from auth.principal import Principal
 from auth.token_cache import REFUSALS_PER_ACCEPTED, REFUSED_TOKEN_CHARS, TokenCache
 from auth.verifier import TokenVerifier
 from settings import DEFAULT_ALGORITHMS
-from tests.support import ISSUER, JWKS_URI, SERVER_URL
+from tests.support import ISSUER, JWKS_URI, SERVER_URL, CollidingText
 
 EXPIRES = 10_000.0  # the test principal's exp, on the test clock
 
@@ -119,13 +119,6 @@ def test_the_key_is_the_whole_token(key):
     for other in (token[:-1] + "A", "X" + token[1:], token + "x", token[:-1]):
         assert cache.lookup(other) is None
     assert cache.lookup(token) is not None
-
-
-class CollidingText(str):
-    """Token text whose hash equals every other's: what a hash collision would look like to the cache."""
-
-    def __hash__(self) -> int:
-        return 42
 
 
 def test_tokens_whose_hashes_collide_are_still_told_apart(key):
