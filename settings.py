@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     oauth_jwks_max_stale_seconds: int = Field(default=6 * 3600, ge=0, le=7 * 86400)
     oauth_http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     oauth_max_token_bytes: int = Field(default=16384, ge=1024, le=65536)
-    # Verification results remembered by token hash (0 turns it off); never past exp or key removal.
+    # Verification results remembered, keyed by the whole token text (0 turns it off); never past exp or key removal.
     oauth_token_cache_entries: int = Field(default=10_000, ge=0, le=1_000_000)
     oauth_token_cache_seconds: float = Field(default=300, gt=0, le=3600)
     oauth_refusal_cache_seconds: float = Field(default=5, ge=0, le=60)
