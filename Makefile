@@ -43,6 +43,13 @@ bench: $(STAMP)
 	VENV=$(VENV) bench/setup.sh
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+# Instructions per tool call, A against B, counted by valgrind (no CPU-time noise); about 5 minutes.
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="--calls rotating" or "--warm-up one_token".
+.PHONY: bench-instructions
+bench-instructions: $(STAMP)
+	VENV=$(VENV) bench/setup.sh
+	$(BIN)/python -m bench.instructions $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -53,8 +53,9 @@ class Issuer:
             "jti": secrets.token_hex(8),
         }
 
-    def rs256(self, subject: str) -> str:
-        return jwt.encode(self.claims(subject), self.rsa_key, algorithm="RS256", headers={"kid": self.rsa_kid})
+    def rs256(self, subject: str, audience: str | None = None) -> str:
+        claims = self.claims(subject, audience)
+        return jwt.encode(claims, self.rsa_key, algorithm="RS256", headers={"kid": self.rsa_kid})
 
     def es256(self, subject: str) -> str:
         return jwt.encode(self.claims(subject), self.ec_key, algorithm="ES256", headers={"kid": self.ec_kid})

@@ -1,0 +1,257 @@
+"""Instructions per tool call, counted by valgrind: A (auth on) against B (the same stack without the bearer layer
+and scope gate), without the noise of CPU time.
+
+CPU time per call carries each process's luck and the machine's drift (±3 % from one process to the next, see
+bench/processes.py). The number of instructions a server executes for the same calls carries much less: valgrind's
+cachegrind counts them, and two runs on an otherwise idle machine agree within about 0.1 %. It does not see how
+long they take (caches, the TLB, branch prediction), so it tells how much work the auth code adds, not what that
+work costs on a given machine: `bench.run` and `bench.processes` measure that.
+
+Each server is run under cachegrind twice, with the same start and warm-up (1000 tokens round-robin, as bench.run,
+or the one token), once followed by `--count` tool calls and once staying idle as long as those calls took: the
+difference over `--count` is the cost of one call, start-up, warm-up, shutdown and the work done on a timer
+(uvicorn's tick every 0.1 s, the log flush every 0.2 s) cancelling out. Every answer is checked. About 6 minutes
+for A and B on two CPUs (valgrind runs Python about 50 times slower). Run nothing else meanwhile: a loaded
+machine makes the calls take longer, and the timers' work then differs between the two runs.
+
+    .venv/bin/python -m bench.instructions
+    .venv/bin/python -m bench.instructions --tree before=/tmp/before --tree after=. --calls rotating
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.processes import Kind, kind_of
+from bench.run import LOOPBACK, MODERN, MODERN_META, PROJECT_ROOT, clean_environment, free_port, server_env
+from bench.tokens import Issuer
+
+TOOL = "add_numbers"
+START_TIMEOUT = 600.0  # seconds: Python's start-up under valgrind
+RUN_TIMEOUT = 1800.0  # seconds: one server's whole run under valgrind
+WARM_UP_TOKENS = 1000
+# Nothing that happens once in a while may land in one run's measured calls and not in another's: no JWKS refresh
+# and no cached verification running out during a run (the settings' maxima), and no automatic collection by
+# the cyclic collector (SITE_CUSTOMIZE; calls leave no cyclic garbage, see web/sdk_cycles.py). A full collection
+# in the window of 1000 calls moved a server's figure by up to 1 %. A fixed hash seed lays dicts and sets out alike
+# in every run.
+STEADY = {"OAUTH_JWKS_CACHE_SECONDS": "604800", "OAUTH_TOKEN_CACHE_SECONDS": "3600", "PYTHONHASHSEED": "0"}
+SITE_CUSTOMIZE = "import gc\n\ngc.set_threshold(0)  # bench.instructions: no automatic collections\n"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Cachegrind's totals for one process: event name -> count."""
+
+    events: dict[str, int]
+
+    def per_call(self, baseline: Counts, calls: int) -> dict[str, float]:
+        return {name: (count - baseline.events.get(name, 0)) / calls for name, count in self.events.items()}
+
+
+def read_counts(text: str) -> Counts:
+    """The `events:` and `summary:` lines of a cachegrind output file."""
+    names: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("events:"):
+            names = line.split()[1:]
+        elif line.startswith("summary:") and names is not None:
+            values = [int(value) for value in line.split()[1:]]
+            if len(values) != len(names):
+                raise ValueError(f"summary has {len(values)} values for {len(names)} events")
+            return Counts(dict(zip(names, values, strict=True)))
+    raise ValueError("no events/summary lines: not a cachegrind output file")
+
+
+def call_body(request_id: int) -> str:
+    params = {"name": TOOL, "arguments": {"a": request_id, "b": 0.5}, "_meta": MODERN_META}
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
+
+
+def right_answer(payload: bytes, request_id: int) -> bool:
+    try:
+        answer = json.loads(payload)
+    except ValueError:
+        return False
+    result = answer.get("result") if isinstance(answer, dict) else None
+    return (
+        isinstance(result, dict)
+        and answer.get("id") == request_id
+        and result.get("structuredContent") == {"result": request_id + 0.5}
+    )
+
+
+class Caller:
+    """Tool calls over one kept-alive connection, as wrk makes them; a wrong answer stops the run."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection(LOOPBACK, port, timeout=120)
+        self.request_id = 0
+
+    def call(self, token: str) -> None:
+        self.request_id += 1
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": MODERN,
+            "Mcp-Method": "tools/call",
+            "Mcp-Name": TOOL,
+            "Authorization": f"Bearer {token}",
+        }
+        self.connection.request("POST", "/mcp", call_body(self.request_id), headers)
+        response = self.connection.getresponse()
+        payload = response.read()
+        if response.status != 200 or not right_answer(payload, self.request_id):
+            raise RuntimeError(f"wrong answer to call {self.request_id}: {response.status} {payload[:200]!r}")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def wait_until_serving(process: subprocess.Popen[bytes], port: int, token: str, log: Path) -> Caller:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}; see {log}")
+        caller = Caller(port)
+        try:
+            caller.call(token)
+            return caller
+        except (OSError, http.client.HTTPException):
+            caller.close()
+            time.sleep(0.5)
+    raise RuntimeError(f"no answer within {START_TIMEOUT:g} s; see {log}")
+
+
+def tokens_for(issuer: Issuer, audience: str) -> tuple[str, list[str]]:
+    """The one token and the 1000 rotating ones, for a server whose URL is `audience`."""
+    one = issuer.rs256("bench-one", audience)
+    return one, [issuer.rs256(f"bench-{index}", audience) for index in range(WARM_UP_TOKENS)]
+
+
+def plan(one: str, rotating: list[str], warm_up: str, calls: str) -> tuple[list[str], list[str]]:
+    """The warm-up's tokens, in order (ending with 200 calls of the one token), and the measured calls' tokens."""
+    warm = [*rotating, *[one] * 200] if warm_up == "rotating" else [one] * (len(rotating) + 200)
+    return warm, ([one] if calls == "one_token" else rotating)
+
+
+def run_once(
+    kind: Kind, count: int, idle: float, args: argparse.Namespace, issuer: Issuer, idp_port: int, workdir: Path
+) -> tuple[Counts, float]:
+    """One server of `kind` under cachegrind: start, warm up, `count` measured calls, `idle` seconds without any,
+    stop. Its counts, and how long the measured calls took."""
+    label = f"{kind.name}-{count}"
+    port = free_port()
+    env = {
+        **server_env(clean_environment(), port, idp_port, **STEADY),
+        "PYTHONPATH": f"{workdir / 'site'}{os.pathsep}{kind.root}",
+    }
+    one, rotating = tokens_for(issuer, env["MCP_SERVER_URL"])
+    warm_up, measured = plan(one, rotating, args.warm_up, args.calls)
+    out = workdir / f"{label}.cachegrind"
+    log = workdir / f"{label}.log"
+    command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}", *kind.command()]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(  # noqa: S603 - valgrind and our own interpreter and scripts
+            command, cwd=workdir, env=env, stdout=sink, stderr=sink, stdin=subprocess.DEVNULL
+        )
+    try:
+        caller = wait_until_serving(process, port, one, log)
+        for token in warm_up:
+            caller.call(token)
+        started = time.monotonic()
+        for index in range(count):
+            caller.call(measured[index % len(measured)])
+        seconds = time.monotonic() - started
+        time.sleep(idle)
+        caller.close()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=RUN_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if process.returncode != 0:
+        raise RuntimeError(f"{label}: the server exited with {process.returncode}; see {log}")
+    return read_counts(out.read_text()), seconds
+
+
+def per_call(kind: Kind, args: argparse.Namespace, issuer: Issuer, idp_port: int, workdir: Path) -> dict[str, float]:
+    """The measured run, then the baseline, which stays idle as long as the measured calls took: the work done on
+    a timer in that time (uvicorn's tick, the log flush) is in both, and cancels out."""
+    measured, seconds = run_once(kind, args.count, 0.0, args, issuer, idp_port, workdir)
+    baseline, _ = run_once(kind, 0, seconds, args, issuer, idp_port, workdir)
+    return measured.per_call(baseline, args.count)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", choices=("one_token", "rotating"), default="one_token", help="the measured calls")
+    parser.add_argument("--count", type=int, default=2000, help="measured calls per server")
+    parser.add_argument(
+        "--warm-up",
+        choices=("one_token", "rotating"),
+        default="rotating",
+        help="before the measured calls: 1000 tokens round-robin (as bench.run does) or the one token",
+    )
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH", help="a checkout, auth on")
+    parser.add_argument("--noauth-tree", action="append", default=[], metavar="NAME=PATH", help="the same, as B")
+    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="valgrind runs at once")
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("--count must be at least 1")
+    kinds = [kind_of(spec, auth=True) for spec in args.tree] + [kind_of(spec, auth=False) for spec in args.noauth_tree]
+    if not kinds:
+        kinds = [Kind("A", PROJECT_ROOT), Kind("B", PROJECT_ROOT, auth=False)]
+    if len({kind.name for kind in kinds}) != len(kinds):
+        parser.error("names must differ")
+    if shutil.which("valgrind") is None:
+        print("valgrind is missing: run bench/setup.sh", file=sys.stderr)
+        return 2
+
+    workdir = Path(tempfile.mkdtemp(prefix="mcp-bench-instructions-"))
+    (workdir / "site").mkdir()
+    (workdir / "site" / "sitecustomize.py").write_text(SITE_CUSTOMIZE)
+    idp_port = free_port()
+    issuer = Issuer(f"http://{LOOPBACK}:{idp_port}/", audience="")
+    issuer.write_jwks(workdir / "jwks.json")
+    idp = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-m", "bench.fake_idp", "--port", str(idp_port), "--jwks", str(workdir / "jwks.json")],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            counts = list(pool.map(lambda kind: per_call(kind, args, issuer, idp_port, workdir), kinds))
+    finally:
+        idp.send_signal(signal.SIGTERM)
+        idp.wait(timeout=10)
+
+    per_kind = {kind.name: count for kind, count in zip(kinds, counts, strict=True)}
+    print(f"instructions per tool call ({args.count} calls, {args.calls}, after a {args.warm_up} warm-up):")
+    for name, figures in per_kind.items():
+        print(f"  {name:10} {figures['Ir']:12,.0f}")
+    if len(kinds) >= 2:
+        first, second = kinds[0].name, kinds[1].name
+        ratio = per_kind[first]["Ir"] / per_kind[second]["Ir"] - 1
+        print(f"{first} over {second}: {ratio:+.2%} ({per_kind[first]['Ir'] - per_kind[second]['Ir']:+,.0f} per call)")
+    print(f"(cachegrind files and server logs: {workdir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

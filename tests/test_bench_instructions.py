@@ -1,0 +1,60 @@
+"""bench.instructions' arithmetic and checks, without valgrind: cachegrind's output read right, a call's cost taken
+as the difference of two runs, and a wrong answer never counted as a call."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.instructions import Counts, call_body, plan, read_counts, right_answer
+
+CACHEGRIND_OUTPUT = """\
+desc: I1 cache:         32768 B, 64 B, 8-way associative
+cmd: python server.py
+events: Ir Bc Bcm
+fl=/usr/lib/python3.11/ceval.c
+fn=_PyEval_EvalFrameDefault
+10 5 2 1
+summary: 1500000 20000 300
+"""
+
+
+def test_read_counts_takes_the_summary_under_its_event_names():
+    assert read_counts(CACHEGRIND_OUTPUT).events == {"Ir": 1_500_000, "Bc": 20_000, "Bcm": 300}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "events: Ir\n", "summary: 12\n", "events: Ir Bc\nsummary: 12\n", "events: Ir\nsummary: twelve\n"],
+)
+def test_read_counts_refuses_what_is_not_a_complete_cachegrind_file(text: str):
+    with pytest.raises(ValueError):
+        read_counts(text)
+
+
+def test_per_call_is_the_difference_over_the_measured_calls():
+    measured = Counts({"Ir": 9_000_000, "Bcm": 5_000})
+    baseline = Counts({"Ir": 5_000_000, "Bcm": 3_000})
+    assert measured.per_call(baseline, 2000) == {"Ir": 2000.0, "Bcm": 1.0}
+
+
+def test_plan_warms_up_as_asked_and_measures_the_asked_tokens():
+    rotating = [f"t{index}" for index in range(5)]
+    warm, measured = plan("one", rotating, "rotating", "one_token")
+    assert warm[:5] == rotating and set(warm[5:]) == {"one"} and measured == ["one"]
+    warm, measured = plan("one", rotating, "one_token", "rotating")
+    assert set(warm) == {"one"} and len(warm) == len(rotating) + 200 and measured == rotating
+
+
+def test_only_the_right_sum_for_the_right_id_is_a_right_answer():
+    body = json.loads(call_body(7))
+    assert body["id"] == 7 and body["params"]["arguments"] == {"a": 7, "b": 0.5}
+    good = {"jsonrpc": "2.0", "id": 7, "result": {"structuredContent": {"result": 7.5}}}
+    assert right_answer(json.dumps(good).encode(), 7)
+    assert not right_answer(json.dumps(good).encode(), 8)  # another request's answer
+    assert not right_answer(json.dumps({**good, "result": {"structuredContent": {"result": 8}}}).encode(), 7)
+    assert not right_answer(b'{"jsonrpc": "2.0", "id": 7, "error": {"code": -32602}}', 7)
+    assert not right_answer(b"not json", 7)
+    assert not right_answer(b'{"id": 7, "result": [7.5]}', 7)
+    assert not right_answer(b"[7.5]", 7)
