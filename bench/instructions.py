@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.processes import Kind, kind_of
-from bench.run import LOOPBACK, MODERN, MODERN_META, PROJECT_ROOT, clean_environment, free_port, server_env
+from bench.run import LOOPBACK, MODERN, MODERN_META, PROJECT_ROOT, clean_environment, free_port, server_env, start_idp
 from bench.tokens import Issuer
 
 TOOL = "add_numbers"
@@ -227,13 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     idp_port = free_port()
     issuer = Issuer(f"http://{LOOPBACK}:{idp_port}/", audience="")
     issuer.write_jwks(workdir / "jwks.json")
-    idp = subprocess.Popen(  # noqa: S603 - our own interpreter and script
-        [sys.executable, "-m", "bench.fake_idp", "--port", str(idp_port), "--jwks", str(workdir / "jwks.json")],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-    )
+    idp = start_idp(workdir, idp_port)
     try:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             counts = list(pool.map(lambda kind: per_call(kind, args, issuer, idp_port, workdir), kinds))

@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -32,9 +31,8 @@ from bench.run import (
     clean_environment,
     cpu_seconds,
     free_port,
-    pin,
     server_env,
-    wait_for_idp,
+    start_idp,
 )
 from bench.tokens import Issuer, write_tokens
 
@@ -110,18 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     idp_port = free_port()
     issuer = Issuer(f"http://{LOOPBACK}:{idp_port}/", audience="")
     issuer.write_jwks(workdir / "jwks.json")
-    idp = subprocess.Popen(  # noqa: S603 - our own interpreter and script
-        [sys.executable, "-m", "bench.fake_idp", "--port", str(idp_port), "--jwks", str(workdir / "jwks.json")],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        **pin(load_cpu),
-    )
+    idp = start_idp(workdir, idp_port, load_cpu)
     bench = Bench(workdir, args.seconds, 16, server_cpu, load_cpu, idp_port)
     servers: list[Target] = []
     try:
-        wait_for_idp(bench, idp)
         tokens: dict[str, Path] = {}
         for index in range(args.processes):
             for kind in kinds:

@@ -197,9 +197,7 @@ class Bench:
     alternating: dict[str, list[float]] = field(default_factory=dict)  # scenario -> A/B CPU ratios, short runs
 
     def jwks_fetches(self) -> int:
-        with contextlib.closing(http.client.HTTPConnection(LOOPBACK, self.idp_port, timeout=5)) as connection:
-            connection.request("GET", "/stats")
-            return json.loads(connection.getresponse().read())["jwks_fetches"]
+        return jwks_fetches(self.idp_port)
 
     def wrk_command(self, target: Target, mode: str, token_file: Path | None, seconds: float, limit: int) -> list[str]:
         return [
@@ -645,21 +643,10 @@ def main(argv: list[str] | None = None) -> int:
 
     idp_port = free_port()
     issuer = Issuer(f"http://{LOOPBACK}:{idp_port}/", audience="")
-    jwks_file = workdir / "jwks.json"
-    issuer.write_jwks(jwks_file)
-    idp_command = [sys.executable, "-m", "bench.fake_idp", "--port", str(idp_port), "--jwks", str(jwks_file)]
-    with (workdir / "idp.log").open("wb") as idp_log:
-        idp = subprocess.Popen(  # noqa: S603 - our own interpreter and script
-            idp_command,
-            cwd=PROJECT_ROOT,
-            stdout=idp_log,
-            stderr=idp_log,
-            stdin=subprocess.DEVNULL,
-            **pin(load_cpu),
-        )
+    issuer.write_jwks(workdir / "jwks.json")
+    idp = start_idp(workdir, idp_port, load_cpu)
     bench = Bench(workdir, args.duration, args.connections, server_cpu, load_cpu, idp_port)
     try:
-        wait_for_idp(bench, idp)
         return run_all(bench, issuer, args)
     finally:
         for target in bench.targets.values():
@@ -668,15 +655,30 @@ def main(argv: list[str] | None = None) -> int:
         idp.wait(timeout=10)
 
 
-def wait_for_idp(bench: Bench, idp: subprocess.Popen[bytes]) -> None:
-    """Until the fake IdP answers (RuntimeError if it exits or takes longer than START_TIMEOUT)."""
+def jwks_fetches(idp_port: int) -> int:
+    """How often the fake IdP on `idp_port` has served its JWKS."""
+    with contextlib.closing(http.client.HTTPConnection(LOOPBACK, idp_port, timeout=5)) as connection:
+        connection.request("GET", "/stats")
+        return json.loads(connection.getresponse().read())["jwks_fetches"]
+
+
+def start_idp(workdir: Path, idp_port: int, cpu: int | None = None) -> subprocess.Popen[bytes]:
+    """The fake IdP on `idp_port`, serving workdir/jwks.json (its output in workdir/idp.log), once it answers;
+    RuntimeError if it exits or takes longer than START_TIMEOUT."""
+    command = [sys.executable, "-m", "bench.fake_idp", "--port", str(idp_port), "--jwks", str(workdir / "jwks.json")]
+    with (workdir / "idp.log").open("wb") as log:
+        idp = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+            command, cwd=PROJECT_ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL, **pin(cpu)
+        )
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         with contextlib.suppress(OSError):
-            bench.jwks_fetches()
-            return
+            jwks_fetches(idp_port)
+            return idp
         if time.monotonic() > deadline or idp.poll() is not None:
-            raise RuntimeError("the fake IdP did not start")
+            idp.kill()
+            idp.wait()
+            raise RuntimeError(f"the fake IdP did not start; see {workdir / 'idp.log'}")
         time.sleep(0.05)
 
 
