@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.processes import Kind, kinds_of
+from bench.processes import TOKEN_SETS, Kind, add_tree_arguments, kinds_of
 from bench.run import LOOPBACK, MODERN, MODERN_META, clean_environment, free_port, server_env, start_idp
 from bench.tokens import Issuer
 
@@ -201,16 +201,15 @@ def per_call(kind: Kind, args: argparse.Namespace, issuer: Issuer, idp_port: int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", choices=("one_token", "rotating"), default="one_token", help="the measured calls")
+    parser.add_argument("--calls", choices=TOKEN_SETS, default="one_token", help="the measured calls")
     parser.add_argument("--count", type=int, default=2000, help="measured calls per server")
     parser.add_argument(
         "--warm-up",
-        choices=("one_token", "rotating"),
+        choices=TOKEN_SETS,
         default="rotating",
         help="before the measured calls: 1000 tokens round-robin (as bench.run does) or the one token",
     )
-    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH", help="a checkout, auth on")
-    parser.add_argument("--noauth-tree", action="append", default=[], metavar="NAME=PATH", help="the same, as B")
+    add_tree_arguments(parser)
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="valgrind runs at once")
     args = parser.parse_args(argv)
     if args.count < MIN_COUNT:

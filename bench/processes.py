@@ -37,6 +37,7 @@ from bench.run import (
 from bench.tokens import Issuer, write_tokens
 
 MODES = ("call", "bad_signature", "forged_payload", "reject")
+TOKEN_SETS = ("one_token", "rotating")  # the one token, or 1000 tokens round-robin
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,12 @@ def kind_of(spec: str, *, auth: bool) -> Kind:
     return Kind(name, root, auth)
 
 
+def add_tree_arguments(parser: argparse.ArgumentParser) -> None:
+    """The checkouts to compare, as kinds_of() reads them."""
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH", help="a checkout, auth on")
+    parser.add_argument("--noauth-tree", action="append", default=[], metavar="NAME=PATH", help="the same, as B")
+
+
 def kinds_of(args: argparse.Namespace) -> list[Kind]:
     kinds = [kind_of(spec, auth=True) for spec in args.tree] + [kind_of(spec, auth=False) for spec in args.noauth_tree]
     if not kinds:
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="per wrk run")
     parser.add_argument(
         "--warm-up",
-        choices=("one_token", "rotating"),
+        choices=TOKEN_SETS,
         default="one_token",
         help="tool calls each server serves first: the one token, or 1000 tokens round-robin (as bench.run does)",
     )
@@ -90,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the measured runs: tool calls with one token, or a flood of bad signatures, forged payloads or"
         " unknown kids (as in bench.run)",
     )
-    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH", help="a checkout, auth on")
-    parser.add_argument("--noauth-tree", action="append", default=[], metavar="NAME=PATH", help="the same, as B")
+    add_tree_arguments(parser)
     args = parser.parse_args(argv)
     try:
         kinds = kinds_of(args)
