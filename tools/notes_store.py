@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,6 +31,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_CURSOR_CHARS = 512
 _BUSY_TIMEOUT_SECONDS = 5.0
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_FIRST_RETRY_SECONDS = 0.005
+_LAST_RETRY_SECONDS = 0.1
 _MEMORY = ":memory:"
 _COLUMNS = "id, title, content, created_at, updated_at"
 
@@ -339,6 +343,11 @@ class _SQLiteNotes:
         return self.conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _BUSY_CODES  # the low byte is the primary code
+
+
 def _close_if_connected(connecting: Future[_SQLiteNotes]) -> None:
     if not connecting.cancelled() and connecting.exception() is None:
         connecting.result().conn.close()
@@ -450,8 +459,7 @@ class SQLiteNotesStore:
         except (OSError, sqlite3.Error) as exc:
             raise NotesStorageError(f"cannot open the notes database {self._path}: {exc}") from exc
         try:
-            self._configure(conn)
-            self._migrate(conn)
+            self._set_up(conn)
         except sqlite3.Error as exc:
             conn.close()
             raise NotesStorageError(f"cannot use the notes database {self._path}: {exc}") from exc
@@ -459,6 +467,23 @@ class SQLiteNotesStore:
             conn.close()
             raise
         return _SQLiteNotes(conn, self._limits)
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        # Several stores opening one fresh file at once (replicas starting together, or a cancelled open()
+        # still connecting) can make SQLite refuse the switch to WAL with SQLITE_BUSY at once, without
+        # waiting on the busy timeout, to avoid a deadlock. Both steps are idempotent, so try again.
+        deadline = time.monotonic() + _BUSY_TIMEOUT_SECONDS
+        pause = _FIRST_RETRY_SECONDS
+        while True:
+            try:
+                self._configure(conn)
+                self._migrate(conn)
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, _LAST_RETRY_SECONDS)
 
     def _configure(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_SECONDS * 1000)}")

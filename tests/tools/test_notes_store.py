@@ -775,6 +775,88 @@ async def test_two_connections_racing_the_limit_never_exceed_it(db_path: Path) -
         await second.close()
 
 
+class InStepStore(SQLiteNotesStore):
+    """Its worker thread waits for the others' at the barrier, then switches to WAL: replicas starting together."""
+
+    def __init__(self, path: Path, barrier: threading.Barrier) -> None:
+        super().__init__(str(path))
+        self.barrier: threading.Barrier | None = barrier
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        if self.barrier is not None:  # only the first attempt
+            self.barrier.wait(timeout=5)
+            self.barrier = None
+        super()._configure(conn)
+
+
+async def test_stores_opening_one_fresh_file_at_once_all_open(tmp_path: Path) -> None:
+    # SQLite may refuse one of them the switch to WAL at once, without waiting on the busy timeout.
+    for round_number in range(25):
+        path = tmp_path / f"fresh-{round_number}.db"
+        barrier = threading.Barrier(6)
+        stores = [InStepStore(path, barrier) for _ in range(6)]
+        results = await asyncio.gather(*(store.open() for store in stores), return_exceptions=True)
+        try:
+            assert [result for result in results if result is not None] == []
+            note = await stores[0].create(ALICE, "shared", "")
+            assert await stores[-1].get(ALICE, note.id) == note
+        finally:
+            for store in stores:
+                await store.close()
+        assert scalar(path, "PRAGMA user_version") == len(MIGRATIONS)
+
+
+def busy_error() -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError("database is locked")
+    error.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+    return error
+
+
+class RefusingStore(SQLiteNotesStore):
+    """Its set-up fails with the given errors, one per attempt, before going through."""
+
+    def __init__(self, path: Path, errors: list[sqlite3.Error]) -> None:
+        super().__init__(str(path))
+        self.errors = errors
+        self.attempts = 0
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        self.attempts += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        super()._configure(conn)
+
+
+async def test_a_busy_refusal_during_set_up_is_tried_again(db_path: Path) -> None:
+    store = RefusingStore(db_path, [busy_error(), busy_error(), busy_error()])
+    await store.open()
+    try:
+        assert store.attempts == 4
+        assert await store.ping() is True
+    finally:
+        await store.close()
+
+
+async def test_a_lasting_busy_refusal_fails_clearly_after_the_busy_timeout(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tools.notes_store._BUSY_TIMEOUT_SECONDS", 0.3)
+    store = RefusingStore(db_path, [busy_error() for _ in range(1000)])
+    started = time.monotonic()
+    with pytest.raises(NotesStorageError, match=r"cannot use the notes database .*: database is locked"):
+        await store.open()
+    assert 0.1 < time.monotonic() - started < 3
+    assert 3 <= store.attempts < 100
+    assert await store.ping() is False
+
+
+async def test_other_set_up_errors_are_not_tried_again(db_path: Path) -> None:
+    store = RefusingStore(db_path, [sqlite3.OperationalError("disk I/O error")])
+    with pytest.raises(NotesStorageError, match="disk I/O error"):
+        await store.open()
+    assert store.attempts == 1
+
+
 async def test_the_event_loop_keeps_running_while_writes_wait(store: SQLiteNotesStore, db_path: Path) -> None:
     hold_seconds = 0.4
     locked = threading.Event()
