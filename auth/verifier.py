@@ -124,8 +124,9 @@ class TokenVerifier:
         return principal
 
     def _memo_refuses(self, token: str) -> bool:
-        """The signature memo's refusal, before any other step (see SignatureMemo.refuses): a token replaying an
-        accepted header and payload with other signature bytes. Only for ASCII tokens, as the memo holds only those."""
+        """The signature memo's refusal, before any other step (see SignatureMemo.refuses): a token pairing an
+        accepted token's header and payload with other signature bytes, or its signature with another payload.
+        Only for ASCII tokens, as the memo holds only those."""
         if not self.signatures.enabled or not token.isascii():
             return False
         signing_input, _, signature = token.rpartition(".")

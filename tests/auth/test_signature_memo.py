@@ -133,12 +133,14 @@ def test_a_signature_that_does_not_decode_gets_no_verdict(key):
 
 def test_the_memo_is_bounded_and_the_oldest_goes_first(key):
     memo = SignatureMemo(max_entries=3)
-    signing_inputs = [f"header.payload-{index}" for index in range(5)]
-    for signing_input in signing_inputs:
-        remember(memo, signing_input, key, b"\x01" * 256)
+    signing_inputs = [f"header.payload{index}" for index in range(5)]
+    for index, signing_input in enumerate(signing_inputs):
+        remember(memo, signing_input, key, bytes([index + 1]) * 256)
     assert len(memo) == 3
-    assert not memo.refuses(signing_inputs[0], b64(b"\x02" * 256), finds(key))  # forgotten
-    assert memo.refuses(signing_inputs[4], b64(b"\x02" * 256), finds(key))
+    assert not memo.refuses(signing_inputs[0], b64(b"\x09" * 256), finds(key))  # forgotten
+    assert not memo.refuses("header.payloadX", b64(b"\x01" * 256), finds(key))  # and its signature with it
+    assert memo.refuses(signing_inputs[4], b64(b"\x09" * 256), finds(key))
+    assert memo.refuses("header.payloadX", b64(b"\x05" * 256), finds(key))
 
 
 def test_zero_entries_remembers_nothing(key):
@@ -148,6 +150,44 @@ def test_zero_entries_remembers_nothing(key):
     remember(memo, signing_input, key, b"\x01" * 256)
     assert len(memo) == 0
     assert not memo.refuses(signing_input, b64(b"\x02" * 256), finds(key))
+
+
+def test_an_accepted_signature_over_another_payload_is_refused_under_the_same_header_and_key(key):
+    memo = SignatureMemo(max_entries=10)
+    signature = b64(b"\x01" * 256)
+    remember(memo, "header.payload", key, b"\x01" * 256)
+    current = finds(key)
+    assert memo.refuses("header.payloadX", signature, current)
+    assert memo.refuses("header.", signature, current)  # an empty payload decodes (to nothing)
+    assert not memo.refuses("header.payload", signature, current)  # the accepted token itself: the whole check
+    assert not memo.refuses("headeR.payloadX", signature, current)  # another header: the whole check
+    assert not memo.refuses("header.pay.oadX", signature, current)  # four segments: not a JWT, the whole check
+    assert not memo.refuses("header", signature, current)
+    assert not memo.refuses("header.payl*adX", signature, current)  # not base64url: malformed, the whole check
+    assert not memo.refuses("header.payloadXY", signature, current)  # a length of 4n+1: malformed
+    assert not memo.refuses("header.payloadX", signature + "==", current)  # the same bytes, another text: unknown
+    same_key_again = VerificationKey(kid=key.kid, kty="RSA", crv=None, alg="RS256", key=key.key)
+    assert not memo.refuses("header.payloadX", signature, finds(same_key_again))  # another key object
+    assert not memo.refuses("header.payloadX", signature, lambda kid, alg: None)  # no answer at once
+
+
+def test_a_signature_is_looked_up_by_its_canonical_text(key):
+    memo = SignatureMemo(max_entries=10)
+    canonical = b64(b"\x01" * 256)
+    memo.remember("header.payload", key, canonical + "==", key.kid, "RS256")  # accepted padded
+    assert memo.refuses("header.payloadX", canonical, finds(key))
+    assert not memo.refuses("header.payload", canonical, finds(key))  # the same bytes
+
+
+def test_equal_signature_bytes_accepted_for_two_signing_inputs_keep_only_the_latest(key):
+    """Only under two keys (or a SHA-256 collision) can that happen; the memo then forgets the older pair."""
+    memo = SignatureMemo(max_entries=10)
+    other = VerificationKey(kid="other", kty="RSA", crv=None, alg="RS256", key=key.key)
+    remember(memo, "header.payload", key, b"\x01" * 256)
+    memo.remember("other.payload", other, b64(b"\x01" * 256), "other", "RS256")
+    assert len(memo) == 1
+    assert not memo.refuses("header.payload", b64(b"\x02" * 256), finds(key))  # forgotten
+    assert memo.refuses("other.payloadX", b64(b"\x01" * 256), lambda kid, alg: other)
 
 
 # --- through the verifier ----------------------------------------------------------------------------------------
@@ -222,11 +262,61 @@ async def test_a_replayed_payload_with_other_signature_bytes_is_refused_without_
     error = await outcome(verifier, forged)
     assert error == ("token signature is invalid", "InvalidSignatureError")
     assert len(rsa_verifications) == 1
-    # a forged payload is a new signing input: checked in full
-    header, payload, signature = token.split(".")
+    # a payload never accepted under a signature never seen: checked in full
+    other = signer.token(sub="someone-else", aud="https://elsewhere.example")
+    header, payload, _ = other.split(".")
     other_payload = payload[:10] + ("A" if payload[10] != "A" else "B") + payload[11:]
-    assert (await outcome(verifier, f"{header}.{other_payload}.{signature}"))[0] == "token signature is invalid"
+    assert (await outcome(verifier, f"{header}.{other_payload}.{other.split('.')[2]}"))[0] == (
+        "token signature is invalid"
+    )
     assert len(rsa_verifications) == 2
+
+
+def payload_variants(token: str, expired: str) -> dict[str, str]:
+    """The same signature under other payloads (and one other header): every way a forged payload can differ."""
+    header, payload, signature = token.split(".")
+    changed = "A" if payload[10] != "A" else "B"
+    last = "A" if payload[-1] != "A" else "Q"
+    with_payload = functools.partial("{}.{}.{}".format, header)
+    other_header = b64(b'{"alg":"RS256","kid":"other"}')
+    return {
+        "one character changed": with_payload(payload[:10] + changed + payload[11:], signature),
+        "six characters replaced": with_payload(payload[:20] + "abcdef" + payload[26:], signature),
+        "an expired token's payload": with_payload(expired.split(".")[1], signature),
+        "empty": with_payload("", signature),
+        "padded, the same bytes": with_payload(payload + "=" * (-len(payload) % 4), signature),
+        "non-canonical last character": with_payload(payload[:-1] + last, signature),
+        "not base64url": with_payload(payload[:10] + "*" + payload[11:], signature),
+        "a dot inside": with_payload(payload[:10] + "." + payload[11:], signature),
+        "not ASCII": with_payload(payload[:10] + "\u00e9" + payload[11:], signature),
+        "a kid changed in the header": with_payload(payload, signature).replace(header, other_header, 1),
+        "the original": token,
+    }
+
+
+async def test_every_payload_variant_gets_the_answer_the_whole_check_gives(keys, signer):
+    token = signer.token()
+    remembering = make_verifier(keys)
+    assert (await remembering.verify(token)).subject == "user-123"
+    expired = signer.token(exp=1_600_000_000)
+    for name, variant in payload_variants(token, expired).items():
+        remembering.cache = make_verifier(keys).cache  # no remembered answers, only the signature memo
+        without_memo = make_verifier(keys, cache_entries=0)
+        assert await outcome(remembering, variant) == await outcome(without_memo, variant), name
+
+
+async def test_an_accepted_signature_over_forged_payloads_is_refused_without_an_rsa_operation(
+    keys, signer, rsa_verifications
+):
+    verifier = make_verifier(keys)
+    token = signer.token()
+    await verifier.verify(token)
+    header, payload, signature = token.split(".")
+    forgeries = [f"{header}.{payload[:20]}{index:06d}{payload[26:]}.{signature}" for index in range(50)]
+    for forged in forgeries:
+        assert await outcome(verifier, forged) == ("token signature is invalid", "InvalidSignatureError")
+    assert len(rsa_verifications) == 1
+    assert len(verifier.cache) == 1  # the accepted token only: memo refusals are not kept
 
 
 async def test_what_the_memo_refuses_is_not_kept_by_the_refusal_cache(keys, signer, rsa_verifications):
@@ -269,7 +359,9 @@ async def test_a_key_set_past_its_ttl_sends_a_replay_to_the_whole_check(
         await keys.aclose()
 
 
-async def test_a_key_replaced_under_the_same_kid_is_checked_in_full(keys, idp, signer, second_rsa_private_key):
+async def test_a_key_replaced_under_the_same_kid_is_checked_in_full(
+    keys, idp, signer, second_rsa_private_key, rsa_verifications
+):
     verifier = make_verifier(keys)
     claims = {"iss": ISSUER, "sub": "user-123", "aud": SERVER_URL, "exp": 2_000_000_000, "iat": 1_700_000_000}
     old = signer.sign(claims)
@@ -277,6 +369,10 @@ async def test_a_key_replaced_under_the_same_kid_is_checked_in_full(keys, idp, s
     replacement = Signer(second_rsa_private_key, signer.kid, "RS256")
     idp.publish(replacement)  # the IdP swaps the key but keeps the kid
     await keys.refresh()
+    header, payload, signature = old.split(".")
+    forged = f"{header}.{payload[:20]}abcdef{payload[26:]}.{signature}"  # the old signature over another payload
+    assert await outcome(verifier, forged) == ("token signature is invalid", "InvalidSignatureError")
+    assert len(rsa_verifications) == 2  # checked in full with the new key
     new = replacement.sign(claims)
     assert new.rpartition(".")[0] == old.rpartition(".")[0]  # the same signing input, other signature bytes
     assert (await verifier.verify(new)).subject == "user-123"
