@@ -16,6 +16,11 @@ machine makes the calls take longer, and the timers' work then differs between t
 
     .venv/bin/python -m bench.instructions
     .venv/bin/python -m bench.instructions --tree before=/tmp/before --tree after=. --calls rotating
+    .venv/bin/python -m bench.instructions --connections 8     # calls in flight together, as under wrk's load
+
+`--connections N` spreads the measured calls over N kept-alive connections, one thread each, so that up to N are
+in flight at once (valgrind makes the server the slow side). Every connection makes one call at the end of the
+warm-up in both runs, so opening them cancels out too.
 """
 
 from __future__ import annotations
@@ -138,6 +143,16 @@ def wait_until_serving(process: subprocess.Popen[bytes], port: int, token: str, 
     raise RuntimeError(f"no answer within {START_TIMEOUT:g} s; see {log}")
 
 
+def split(count: int, parts: int) -> list[int]:
+    """`count` calls shared out over `parts` connections, as evenly as they go."""
+    return [count // parts + (index < count % parts) for index in range(parts)]
+
+
+def call_many(caller: Caller, tokens: list[str], count: int, offset: int) -> None:
+    for index in range(count):
+        caller.call(tokens[(offset + index) % len(tokens)])
+
+
 def tokens_for(issuer: Issuer, audience: str) -> tuple[str, list[str]]:
     """The one token and the 1000 rotating ones, for a server whose URL is `audience`."""
     one = issuer.rs256("bench-one", audience)
@@ -165,7 +180,8 @@ def run_once(
     warm_up, measured = plan(one, rotating, args.warm_up, args.calls)
     out = workdir / f"{label}.cachegrind"
     log = workdir / f"{label}.log"
-    command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}", *kind.command()]
+    cache_sim = ["--cache-sim=yes", f"--LL={args.last_level}"] if args.last_level else ["--cache-sim=no"]
+    command = ["valgrind", "--tool=cachegrind", *cache_sim, f"--cachegrind-out-file={out}", *kind.command()]
     with log.open("wb") as sink:
         process = subprocess.Popen(  # noqa: S603 - valgrind and our own interpreter and scripts
             command, cwd=workdir, env=env, stdout=sink, stderr=sink, stdin=subprocess.DEVNULL
@@ -174,12 +190,25 @@ def run_once(
         caller = wait_until_serving(process, port, one, log)
         for token in warm_up:
             caller.call(token)
+        callers = [caller, *(Caller(port) for _ in range(args.connections - 1))]
+        for other in callers[1:]:
+            other.call(one)
+        shares = split(count, len(callers))
+        offsets = [sum(shares[:index]) for index in range(len(callers))]
         started = time.monotonic()
-        for index in range(count):
-            caller.call(measured[index % len(measured)])
+        if len(callers) == 1:
+            call_many(caller, measured, count, 0)
+        else:
+            with ThreadPoolExecutor(max_workers=len(callers)) as pool:
+                for future in [
+                    pool.submit(call_many, each, measured, share, offset)
+                    for each, share, offset in zip(callers, shares, offsets, strict=True)
+                ]:
+                    future.result()
         seconds = time.monotonic() - started
         time.sleep(idle)
-        caller.close()
+        for each in callers:
+            each.close()
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=STOP_TIMEOUT)
     finally:
@@ -209,9 +238,19 @@ def main(argv: list[str] | None = None) -> int:
         default="rotating",
         help="before the measured calls: 1000 tokens round-robin (as bench.run does) or the one token",
     )
+    parser.add_argument(
+        "--connections", type=int, default=1, help="kept-alive connections sharing the measured calls (wrk: 16)"
+    )
+    parser.add_argument(
+        "--last-level",
+        metavar="SIZE,ASSOC,LINE",
+        help="simulate the caches too, with this last level (e.g. 2097152,16,64), and print its misses per call",
+    )
     add_tree_arguments(parser)
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="valgrind runs at once")
     args = parser.parse_args(argv)
+    if not 1 <= args.connections <= 64:
+        parser.error("--connections must be between 1 and 64")
     if args.count < MIN_COUNT:
         parser.error(f"--count must be at least {MIN_COUNT}: fewer calls share out too little of a run's own noise")
     try:
@@ -237,9 +276,15 @@ def main(argv: list[str] | None = None) -> int:
         idp.wait(timeout=10)
 
     per_kind = {kind.name: count for kind, count in zip(kinds, counts, strict=True)}
-    print(f"instructions per tool call ({args.count} calls, {args.calls}, after a {args.warm_up} warm-up):")
+    over = f" over {args.connections} connections" if args.connections > 1 else ""
+    print(f"instructions per tool call ({args.count} calls{over}, {args.calls}, after a {args.warm_up} warm-up):")
     for name, figures in per_kind.items():
-        print(f"  {name:10} {figures['Ir']:12,.0f}")
+        misses = ""
+        if args.last_level:
+            last_level = sum(figures.get(event, 0.0) for event in ("ILmr", "DLmr", "DLmw"))
+            first_level = sum(figures.get(event, 0.0) for event in ("I1mr", "D1mr", "D1mw"))
+            misses = f"   L1 misses {first_level:10,.0f}   last-level misses {last_level:8,.0f}"
+        print(f"  {name:10} {figures['Ir']:12,.0f}{misses}")
     if len(kinds) >= 2:
         first, second = kinds[0].name, kinds[1].name
         ratio = per_kind[first]["Ir"] / per_kind[second]["Ir"] - 1

@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=3, help="servers of each kind")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0, help="per wrk run")
+    parser.add_argument("--connections", type=int, default=16, help="wrk's open connections (bench.run: 16)")
     parser.add_argument(
         "--warm-up",
         choices=TOKEN_SETS,
@@ -99,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_tree_arguments(parser)
     args = parser.parse_args(argv)
+    for name, low, high in (("processes", 1, 16), ("rounds", 1, 100), ("connections", 1, 256)):
+        if not low <= getattr(args, name) <= high:
+            parser.error(f"--{name} must be between {low} and {high}")
+    if not 0 < args.seconds <= 60:
+        parser.error("--seconds must be more than 0 and at most 60")
     try:
         kinds = kinds_of(args)
     except argparse.ArgumentTypeError as exc:
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     issuer = Issuer(f"http://{LOOPBACK}:{idp_port}/", audience="")
     issuer.write_jwks(workdir / "jwks.json")
     idp = start_idp(workdir, idp_port, load_cpu)
-    bench = Bench(workdir, args.seconds, 16, server_cpu, load_cpu, idp_port)
+    bench = Bench(workdir, args.seconds, args.connections, server_cpu, load_cpu, idp_port)
     servers: list[Target] = []
     try:
         tokens: dict[str, Path] = {}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bench.instructions import Counts, call_body, plan, read_counts, right_answer
+from bench.instructions import Counts, call_body, main, plan, read_counts, right_answer, split
 
 CACHEGRIND_OUTPUT = """\
 desc: I1 cache:         32768 B, 64 B, 8-way associative
@@ -58,3 +58,18 @@ def test_only_the_right_sum_for_the_right_id_is_a_right_answer():
     assert not right_answer(b"not json", 7)
     assert not right_answer(b'{"id": 7, "result": [7.5]}', 7)
     assert not right_answer(b"[7.5]", 7)
+
+
+@pytest.mark.parametrize(("count", "parts"), [(2000, 8), (2001, 8), (7, 3), (0, 4), (5, 1)])
+def test_split_shares_every_call_out_once_and_evenly(count: int, parts: int):
+    shares = split(count, parts)
+    assert len(shares) == parts and sum(shares) == count
+    assert max(shares) - min(shares) <= 1
+
+
+@pytest.mark.parametrize("connections", ["0", "65"])
+def test_connections_out_of_range_are_refused_before_anything_starts(connections: str, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--connections", connections])
+    assert exited.value.code == 2
+    assert "--connections must be between 1 and 64" in capsys.readouterr().err
