@@ -196,15 +196,12 @@ def run_once(
         shares = split(count, len(callers))
         offsets = [sum(shares[:index]) for index in range(len(callers))]
         started = time.monotonic()
-        if len(callers) == 1:
-            call_many(caller, measured, count, 0)
-        else:
-            with ThreadPoolExecutor(max_workers=len(callers)) as pool:
-                for future in [
-                    pool.submit(call_many, each, measured, share, offset)
-                    for each, share, offset in zip(callers, shares, offsets, strict=True)
-                ]:
-                    future.result()
+        with ThreadPoolExecutor(max_workers=len(callers)) as pool:
+            for future in [
+                pool.submit(call_many, each, measured, share, offset)
+                for each, share, offset in zip(callers, shares, offsets, strict=True)
+            ]:
+                future.result()
         seconds = time.monotonic() - started
         time.sleep(idle)
         for each in callers:

@@ -471,7 +471,8 @@ class SQLiteNotesStore:
     def _set_up(self, conn: sqlite3.Connection) -> None:
         # Several stores opening one fresh file at once (replicas starting together, or a cancelled open()
         # still connecting) can make SQLite refuse the switch to WAL with SQLITE_BUSY at once, without
-        # waiting on the busy timeout, to avoid a deadlock. Both steps are idempotent, so try again.
+        # waiting on the busy timeout, to avoid a deadlock. Both steps are idempotent, so try again. This runs on
+        # the store's worker thread (see open()), so the pauses never block the event loop.
         deadline = time.monotonic() + _BUSY_TIMEOUT_SECONDS
         pause = _FIRST_RETRY_SECONDS
         while True:
