@@ -50,6 +50,11 @@ bench-instructions: $(STAMP)
 	VENV=$(VENV) bench/setup.sh
 	$(BIN)/python -m bench.instructions $(BENCH_ARGS)
 
+# Python bytecodes per tool call by function, A against B (exact counts, not time); about 10 seconds.
+.PHONY: bench-opcodes
+bench-opcodes: $(STAMP)
+	$(BIN)/python -m bench.opcodes $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -17,10 +17,15 @@ machine makes the calls take longer, and the timers' work then differs between t
     .venv/bin/python -m bench.instructions
     .venv/bin/python -m bench.instructions --tree before=/tmp/before --tree after=. --calls rotating
     .venv/bin/python -m bench.instructions --connections 8     # calls in flight together, as under wrk's load
+    .venv/bin/python -m bench.instructions --functions 25      # where A's extra instructions are, by C function
 
 `--connections N` spreads the measured calls over N kept-alive connections, one thread each, so that up to N are
 in flight at once (valgrind makes the server the slow side). Every connection makes one call at the end of the
 warm-up in both runs, so opening them cancels out too.
+
+`--functions N` prints the N functions whose instructions per call differ most between the first two servers: the
+interpreter's C functions (`_PyEval_EvalFrameDefault` runs the Python code itself), each named with the source file
+its instructions come from, as cachegrind attributes them.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.processes import TOKEN_SETS, Kind, add_tree_arguments, kinds_of
@@ -61,26 +66,48 @@ SITE_CUSTOMIZE = "import gc\n\ngc.set_threshold(0)  # bench.instructions: no aut
 
 @dataclass(frozen=True)
 class Counts:
-    """Cachegrind's totals for one process: event name -> count."""
+    """Cachegrind's totals for one process: event name -> count, and the instructions of each function."""
 
     events: dict[str, int]
+    functions: dict[str, int] = field(default_factory=dict)
 
     def per_call(self, baseline: Counts, calls: int) -> dict[str, float]:
         return {name: (count - baseline.events.get(name, 0)) / calls for name, count in self.events.items()}
 
+    def functions_per_call(self, baseline: Counts, calls: int) -> dict[str, float]:
+        names = self.functions.keys() | baseline.functions.keys()
+        return {name: (self.functions.get(name, 0) - baseline.functions.get(name, 0)) / calls for name in sorted(names)}
+
 
 def read_counts(text: str) -> Counts:
-    """The `events:` and `summary:` lines of a cachegrind output file."""
+    """The `events:` and `summary:` lines of a cachegrind output file, and the instructions (`Ir`) of each
+    function, named `function (source file)`: the interpreter's C functions, which Python code runs through."""
     names: list[str] | None = None
+    functions: dict[str, int] = {}
+    source, function = "???", None
     for line in text.splitlines():
         if line.startswith("events:"):
             names = line.split()[1:]
+        elif line.startswith("fl="):
+            source = line[3:].strip().rsplit("/", 1)[-1]
+        elif line.startswith("fn="):
+            function = f"{line[3:].strip()} ({source})"
+        elif line[:1].isdigit() and function is not None and names and names[0] == "Ir":
+            columns = line.split()
+            if len(columns) > 1:
+                functions[function] = functions.get(function, 0) + int(columns[1])
         elif line.startswith("summary:") and names is not None:
             values = [int(value) for value in line.split()[1:]]
             if len(values) != len(names):
                 raise ValueError(f"summary has {len(values)} values for {len(names)} events")
-            return Counts(dict(zip(names, values, strict=True)))
+            return Counts(dict(zip(names, values, strict=True)), functions)
     raise ValueError("no events/summary lines: not a cachegrind output file")
+
+
+def largest_differences(first: dict[str, float], second: dict[str, float], count: int) -> list[tuple[str, float]]:
+    """The `count` functions whose instructions per call differ most between two servers, largest first."""
+    differences = {name: first.get(name, 0.0) - second.get(name, 0.0) for name in first.keys() | second.keys()}
+    return sorted(differences.items(), key=lambda item: (-abs(item[1]), item[0]))[:count]
 
 
 def call_body(request_id: int) -> str:
@@ -217,12 +244,15 @@ def run_once(
     return read_counts(out.read_text()), seconds
 
 
-def per_call(kind: Kind, args: argparse.Namespace, issuer: Issuer, idp_port: int, workdir: Path) -> dict[str, float]:
+def per_call(
+    kind: Kind, args: argparse.Namespace, issuer: Issuer, idp_port: int, workdir: Path
+) -> tuple[dict[str, float], dict[str, float]]:
     """The measured run, then the baseline, which stays idle as long as the measured calls took: the work done on
-    a timer in that time (uvicorn's tick, the log flush) is in both, and cancels out."""
+    a timer in that time (uvicorn's tick, the log flush) is in both, and cancels out. Events per call, and the
+    instructions per call of each function."""
     measured, seconds = run_once(kind, args.count, 0.0, args, issuer, idp_port, workdir)
     baseline, _ = run_once(kind, 0, seconds, args, issuer, idp_port, workdir)
-    return measured.per_call(baseline, args.count)
+    return measured.per_call(baseline, args.count), measured.functions_per_call(baseline, args.count)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,11 +273,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SIZE,ASSOC,LINE",
         help="simulate the caches too, with this last level (e.g. 2097152,16,64), and print its misses per call",
     )
+    parser.add_argument(
+        "--functions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print the N functions whose instructions per call differ most between the first two servers",
+    )
     add_tree_arguments(parser)
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="valgrind runs at once")
     args = parser.parse_args(argv)
     if not 1 <= args.connections <= 64:
         parser.error("--connections must be between 1 and 64")
+    if not 0 <= args.functions <= 1000:
+        parser.error("--functions must be between 0 and 1000")
     if args.count < MIN_COUNT:
         parser.error(f"--count must be at least {MIN_COUNT}: fewer calls share out too little of a run's own noise")
     try:
@@ -272,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         idp.send_signal(signal.SIGTERM)
         idp.wait(timeout=10)
 
-    per_kind = {kind.name: count for kind, count in zip(kinds, counts, strict=True)}
+    per_kind = {kind.name: events for kind, (events, _) in zip(kinds, counts, strict=True)}
+    functions = {kind.name: per_function for kind, (_, per_function) in zip(kinds, counts, strict=True)}
     over = f" over {args.connections} connections" if args.connections > 1 else ""
     print(f"instructions per tool call ({args.count} calls{over}, {args.calls}, after a {args.warm_up} warm-up):")
     for name, figures in per_kind.items():
@@ -286,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         first, second = kinds[0].name, kinds[1].name
         ratio = per_kind[first]["Ir"] / per_kind[second]["Ir"] - 1
         print(f"{first} over {second}: {ratio:+.2%} ({per_kind[first]['Ir'] - per_kind[second]['Ir']:+,.0f} per call)")
+        if args.functions:
+            print(f"functions whose instructions per call differ most ({first} - {second}, {first}, {second}):")
+            for name, difference in largest_differences(functions[first], functions[second], args.functions):
+                mine, theirs = functions[first].get(name, 0.0), functions[second].get(name, 0.0)
+                print(f"  {difference:+10,.0f} {mine:12,.0f} {theirs:12,.0f}  {name}")
     print(f"(cachegrind files and server logs: {workdir})")
     return 0
 

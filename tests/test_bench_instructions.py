@@ -7,7 +7,16 @@ import json
 
 import pytest
 
-from bench.instructions import Counts, call_body, main, plan, read_counts, right_answer, split
+from bench.instructions import (
+    Counts,
+    call_body,
+    largest_differences,
+    main,
+    plan,
+    read_counts,
+    right_answer,
+    split,
+)
 
 CACHEGRIND_OUTPUT = """\
 desc: I1 cache:         32768 B, 64 B, 8-way associative
@@ -31,6 +40,64 @@ def test_read_counts_takes_the_summary_under_its_event_names():
 def test_read_counts_refuses_what_is_not_a_complete_cachegrind_file(text: str):
     with pytest.raises(ValueError):
         read_counts(text)
+
+
+PER_FUNCTION_OUTPUT = """\
+events: Ir Bc
+fl=/build/Objects/obmalloc.c
+fn=_PyObject_Free
+1565 40 3
+1566 2
+fl=/build/Python/ceval.c
+fn=_PyEval_EvalFrameDefault
+10 500 7
+fn=helper
+11 6 0
+fl=/build/Include/object.h
+fn=_PyEval_EvalFrameDefault
+20 30 1
+fl=/build/Objects/obmalloc.c
+fn=_PyObject_Free
+1600 8 1
+summary: 586 12
+"""
+
+
+def test_read_counts_adds_up_each_functions_instructions_per_source_file():
+    counts = read_counts(PER_FUNCTION_OUTPUT)
+    assert counts.functions == {
+        "_PyObject_Free (obmalloc.c)": 50,  # two blocks of the same function, added up
+        "_PyEval_EvalFrameDefault (ceval.c)": 500,
+        "helper (ceval.c)": 6,
+        "_PyEval_EvalFrameDefault (object.h)": 30,  # code inlined from a header: kept apart
+    }
+    assert sum(counts.functions.values()) == counts.events["Ir"]
+
+
+def test_functions_are_read_only_when_instructions_are_the_first_event():
+    assert read_counts(PER_FUNCTION_OUTPUT.replace("events: Ir Bc", "events: Bc Ir")).functions == {}
+
+
+def test_functions_per_call_counts_a_function_seen_in_one_run_only():
+    measured = Counts({"Ir": 0}, {"f (a.c)": 6000, "g (a.c)": 2000})
+    baseline = Counts({"Ir": 0}, {"f (a.c)": 2000, "h (b.c)": 1000})
+    assert measured.functions_per_call(baseline, 2000) == {"f (a.c)": 2.0, "g (a.c)": 1.0, "h (b.c)": -0.5}
+
+
+def test_largest_differences_come_first_whatever_their_sign():
+    first = {"a": 10.0, "b": 5.0, "c": 1.0}
+    second = {"a": 9.0, "b": 8.0, "d": 2.5}
+    assert largest_differences(first, second, 3) == [("b", -3.0), ("d", -2.5), ("a", 1.0)]
+    assert largest_differences(first, second, 0) == []
+    assert [name for name, _ in largest_differences(first, second, 10)] == ["b", "d", "a", "c"]
+
+
+@pytest.mark.parametrize("functions", ["-1", "1001"])
+def test_functions_out_of_range_are_refused_before_anything_starts(functions: str, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--functions", functions])
+    assert exited.value.code == 2
+    assert "--functions must be between 0 and 1000" in capsys.readouterr().err
 
 
 def test_per_call_is_the_difference_over_the_measured_calls():
