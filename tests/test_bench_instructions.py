@@ -8,6 +8,7 @@ import json
 import pytest
 
 from bench.instructions import (
+    PAGE_SIMULATION,
     Counts,
     call_body,
     largest_differences,
@@ -140,3 +141,20 @@ def test_connections_out_of_range_are_refused_before_anything_starts(connections
         main(["--connections", connections])
     assert exited.value.code == 2
     assert "--connections must be between 1 and 64" in capsys.readouterr().err
+
+
+def test_pages_and_last_level_are_refused_together(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--pages", "--last-level", "2097152,16,64"])
+    assert exited.value.code == 2
+    assert "--pages and --last-level are two different simulations" in capsys.readouterr().err
+
+
+def test_the_page_simulation_has_4_kib_lines_and_the_tlbs_entries():
+    geometry = {
+        option.split("=")[0]: [int(part) for part in option.split("=")[1].split(",")] for option in PAGE_SIMULATION
+    }
+    assert set(geometry) == {"--I1", "--D1", "--LL"}
+    assert all(line == 4096 for _, _, line in geometry.values())
+    entries = {name: size // line for name, (size, _, line) in geometry.items()}
+    assert entries == {"--I1": 128, "--D1": 64, "--LL": 1536}
