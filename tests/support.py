@@ -100,6 +100,12 @@ class FakeIdP:
         return self.jwks_route.call_count
 
 
+def expiring_soon() -> int:
+    """An `exp` one to two seconds ahead: `int(time.time()) + 1` can be only milliseconds away, and a test that
+    expects the token to be accepted first then fails on a slow machine."""
+    return int(time.time()) + 2
+
+
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "oauth_issuer": ISSUER,

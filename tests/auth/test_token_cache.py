@@ -16,7 +16,7 @@ from auth.principal import Principal
 from auth.token_cache import REFUSALS_PER_ACCEPTED, REFUSED_TOKEN_CHARS, TokenCache
 from auth.verifier import TokenVerifier
 from settings import DEFAULT_ALGORITHMS
-from tests.support import ISSUER, JWKS_URI, SERVER_URL, CollidingText
+from tests.support import ISSUER, JWKS_URI, SERVER_URL, CollidingText, expiring_soon
 
 EXPIRES = 10_000.0  # the test principal's exp, on the test clock
 
@@ -274,7 +274,7 @@ async def refusal(verifier: TokenVerifier, token: str) -> InvalidToken:
 
 
 async def test_a_cached_token_is_refused_once_it_expires(verifier, signer):
-    exp = int(time.time()) + 1
+    exp = expiring_soon()
     token = signer.token(exp=exp, iat=exp - 60)
     first = await verifier.verify(token)
     assert await verifier.verify(token) is first  # remembered
@@ -385,10 +385,10 @@ async def test_principal_expiry_bounds_the_entry_even_with_a_long_max_age(keys, 
     verifier = TokenVerifier(
         keys, issuer=ISSUER, audiences=[SERVER_URL], algorithms=DEFAULT_ALGORITHMS, cache_seconds=3600, leeway=0
     )
-    exp = int(time.time()) + 1
+    exp = expiring_soon()
     token = signer.token(exp=exp, iat=exp - 60)
     who = await verifier.verify(token)
     assert who.expires_at == datetime.fromtimestamp(exp, tz=UTC)
-    assert who.expires_at - datetime.now(UTC) < timedelta(seconds=2)
+    assert who.expires_at - datetime.now(UTC) <= timedelta(seconds=2)  # exp, not the hour of cache_seconds
     await asyncio.sleep(max(0.0, exp - time.time()) + 0.05)
     assert (await refusal(verifier, token)).description == "token has expired"

@@ -17,6 +17,7 @@ from tests.support import (
     FakeIdP,
     Signer,
     cyclic_garbage,
+    expiring_soon,
     legacy_headers,
     make_settings,
     parse_mcp_response,
@@ -47,7 +48,7 @@ def call(client: TestClient, token: str) -> tuple[int, str]:
 
 
 def test_a_cached_token_is_refused_when_it_expires(app_client, signer):
-    exp = int(time.time()) + 1
+    exp = expiring_soon()
     token = signer.token(exp=exp, iat=exp - 60)
     assert call(app_client, token) == (200, "")
     assert call(app_client, token) == (200, "")  # served from the cache
