@@ -6,7 +6,7 @@ bench.instructions warms up (1000 tokens round-robin, then 200 calls with the on
 then traced over `--count` checked tool calls: every bytecode the main thread (the event loop's) executes in that
 window is counted against its function. Counts are exact and repeatable, but a bytecode is not a unit of time: one
 that calls into C (a dict lookup, a JSON parse) can cost a hundred times another. bench.instructions counts machine
-instructions, bench.processes CPU time. About a minute for A and B.
+instructions, bench.processes CPU time. About 10 seconds for A and B.
 
     .venv/bin/python -m bench.opcodes
     .venv/bin/python -m bench.opcodes --warm-up one_token --functions 40
@@ -28,12 +28,12 @@ from typing import Any
 
 from bench.instructions import STEADY, largest_differences, plan, tokens_for, wait_until_serving
 from bench.processes import TOKEN_SETS, Kind, add_tree_arguments, kinds_of
-from bench.run import LOOPBACK, PROJECT_ROOT, clean_environment, free_port, server_env, start_idp
+from bench.run import LOOPBACK, clean_environment, free_port, server_env, start_idp
 from bench.tokens import Issuer
 
 DUMP_TIMEOUT = 30.0  # seconds for a server to write its counts after SIGUSR2
 STOP_TIMEOUT = 30.0
-MAX_COUNT = 10_000  # traced calls: tracing makes a call about 50 times slower
+MAX_COUNT = 10_000  # traced calls: tracing makes every call many times slower
 
 
 TRACER = Path(__file__).with_name("opcode_tracer.py")
@@ -44,23 +44,24 @@ def site_customize(output: Path) -> str:
     return f"from pathlib import Path\n\nfrom opcode_tracer import install\n\ninstall(Path({str(output)!r}))\n"
 
 
-def per_call(dump: dict[str, Any], calls: int, key: str = "opcodes") -> dict[str, float]:
-    """A tracer's counts as `file:function:line` -> count per call (the project's root and site-packages cut off)."""
+def per_call(dump: dict[str, Any], calls: int, root: Path, key: str = "opcodes") -> dict[str, float]:
+    """A tracer's counts as `file:function:line` -> count per call, files as short_path names them."""
     counts: dict[str, float] = {}
     for filename, function, line, count in dump[key]:
-        name = f"{short_path(filename)}:{function}:{line}"
+        name = f"{short_path(filename, root)}:{function}:{line}"
         counts[name] = counts.get(name, 0.0) + count / calls
     return counts
 
 
-def short_path(filename: str) -> str:
-    """A file as the tables show it: within site-packages, the standard library or this project."""
+def short_path(filename: str, root: Path) -> str:
+    """A file as the tables show it: within site-packages, the standard library or the checkout at `root`, so that
+    the same file of two checkouts has the same name."""
     if "/site-packages/" in filename:
         return filename.split("/site-packages/", 1)[1]
     if "/lib/python3." in filename:
         return "stdlib/" + filename.split("/lib/python3.", 1)[1].split("/", 1)[-1]
-    if filename.startswith(f"{PROJECT_ROOT}/"):
-        return filename[len(str(PROJECT_ROOT)) + 1 :]
+    if filename.startswith(f"{root}/"):
+        return filename[len(str(root)) + 1 :]
     return filename
 
 
@@ -135,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         idp.send_signal(signal.SIGTERM)
         idp.wait(timeout=10)
 
-    opcodes = {name: per_call(dump, args.count) for name, dump in dumps.items()}
-    calls = {name: per_call(dump, args.count, "calls") for name, dump in dumps.items()}
+    roots = {kind.name: kind.root for kind in kinds}
+    opcodes = {name: per_call(dump, args.count, roots[name]) for name, dump in dumps.items()}
+    calls = {name: per_call(dump, args.count, roots[name], "calls") for name, dump in dumps.items()}
     print(f"bytecodes per tool call ({args.count} calls, {args.calls}, after a {args.warm_up} warm-up):")
     for name in opcodes:
         print(f"  {name:10} {sum(opcodes[name].values()):10,.0f}   Python calls {sum(calls[name].values()):8,.1f}")

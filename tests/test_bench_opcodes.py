@@ -96,15 +96,21 @@ def test_per_call_divides_by_the_calls_and_adds_up_code_objects_of_one_name():
         ],
         "calls": [[f"{PROJECT_ROOT}/auth/middleware.py", "__call__", 200, 30]],
     }
-    assert per_call(dump, 300) == {"auth/middleware.py:__call__:200": 11.0, "starlette/routing.py:app:685": 2.0}
-    assert per_call(dump, 30, "calls") == {"auth/middleware.py:__call__:200": 1.0}
+    assert per_call(dump, 300, PROJECT_ROOT) == {
+        "auth/middleware.py:__call__:200": 11.0,
+        "starlette/routing.py:app:685": 2.0,
+    }
+    assert per_call(dump, 30, PROJECT_ROOT, "calls") == {"auth/middleware.py:__call__:200": 1.0}
 
 
-def test_short_paths_name_the_package_the_standard_library_or_the_project():
-    assert short_path("/v/lib/python3.11/site-packages/mcp/server/runner.py") == "mcp/server/runner.py"
-    assert short_path("/usr/lib/python3.11/asyncio/tasks.py") == "stdlib/asyncio/tasks.py"
-    assert short_path(f"{PROJECT_ROOT}/auth/scope_gate.py") == "auth/scope_gate.py"
-    assert short_path("<frozen importlib._bootstrap>") == "<frozen importlib._bootstrap>"
+def test_short_paths_name_the_package_the_standard_library_or_the_checkout():
+    root = Path("/tmp/before")
+    assert short_path("/v/lib/python3.11/site-packages/mcp/server/runner.py", root) == "mcp/server/runner.py"
+    assert short_path("/usr/lib/python3.11/asyncio/tasks.py", root) == "stdlib/asyncio/tasks.py"
+    assert short_path("/tmp/before/auth/scope_gate.py", root) == "auth/scope_gate.py"
+    assert short_path(f"{PROJECT_ROOT}/auth/scope_gate.py", PROJECT_ROOT) == "auth/scope_gate.py"
+    assert short_path("/tmp/before-not/auth/x.py", root) == "/tmp/before-not/auth/x.py"
+    assert short_path("<frozen importlib._bootstrap>", root) == "<frozen importlib._bootstrap>"
 
 
 def test_the_sitecustomize_installs_the_tracer_for_its_output(tmp_path: Path):
