@@ -115,9 +115,20 @@ def read_counts(text: str) -> Counts:
 
 
 def largest_differences(first: dict[str, float], second: dict[str, float], count: int) -> list[tuple[str, float]]:
-    """The `count` functions whose instructions per call differ most between two servers, largest first."""
+    """The `count` functions whose figures per call differ most between two servers, largest first."""
     differences = {name: first.get(name, 0.0) - second.get(name, 0.0) for name in first.keys() | second.keys()}
     return sorted(differences.items(), key=lambda item: (-abs(item[1]), item[0]))[:count]
+
+
+def print_differences(
+    what: str, first: tuple[str, dict[str, float]], second: tuple[str, dict[str, float]], count: int, decimals: int = 0
+) -> None:
+    """The table of largest_differences: each function's difference, then its figure in either server."""
+    (first_name, mine), (second_name, theirs) = first, second
+    print(f"functions whose {what} per call differ most ({first_name} - {second_name}, {first_name}, {second_name}):")
+    for name, difference in largest_differences(mine, theirs, count):
+        figures = (f"{value:12,.{decimals}f}" for value in (mine.get(name, 0.0), theirs.get(name, 0.0)))
+        print(f"  {difference:+12,.{decimals}f} {' '.join(figures)}  {name}")
 
 
 def call_body(request_id: int) -> str:
@@ -355,10 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = per_kind[first]["Ir"] / per_kind[second]["Ir"] - 1
         print(f"{first} over {second}: {ratio:+.2%} ({per_kind[first]['Ir'] - per_kind[second]['Ir']:+,.0f} per call)")
         if args.functions:
-            print(f"functions whose instructions per call differ most ({first} - {second}, {first}, {second}):")
-            for name, difference in largest_differences(functions[first], functions[second], args.functions):
-                mine, theirs = functions[first].get(name, 0.0), functions[second].get(name, 0.0)
-                print(f"  {difference:+10,.0f} {mine:12,.0f} {theirs:12,.0f}  {name}")
+            print_differences("instructions", (first, functions[first]), (second, functions[second]), args.functions)
     print(f"(cachegrind files and server logs: {workdir})")
     return 0
 

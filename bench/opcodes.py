@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.instructions import STEADY, largest_differences, plan, tokens_for, wait_until_serving
+from bench.instructions import STEADY, plan, print_differences, tokens_for, wait_until_serving
 from bench.processes import TOKEN_SETS, Kind, add_tree_arguments, kinds_of
 from bench.run import LOOPBACK, clean_environment, free_port, server_env, start_idp
 from bench.tokens import Issuer
@@ -144,10 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:10} {sum(opcodes[name].values()):10,.0f}   Python calls {sum(calls[name].values()):8,.1f}")
     if len(kinds) >= 2 and args.functions:
         first, second = kinds[0].name, kinds[1].name
-        print(f"functions whose bytecodes per call differ most ({first} - {second}, {first}, {second}):")
-        for name, difference in largest_differences(opcodes[first], opcodes[second], args.functions):
-            mine, theirs = opcodes[first].get(name, 0.0), opcodes[second].get(name, 0.0)
-            print(f"  {difference:+9,.1f} {mine:9,.1f} {theirs:9,.1f}  {name}")
+        print_differences("bytecodes", (first, opcodes[first]), (second, opcodes[second]), args.functions, decimals=1)
     print(f"(counts and server logs: {workdir})")
     return 0
 

@@ -14,6 +14,7 @@ from bench.instructions import (
     largest_differences,
     main,
     plan,
+    print_differences,
     read_counts,
     right_answer,
     split,
@@ -93,14 +94,6 @@ def test_largest_differences_come_first_whatever_their_sign():
     assert [name for name, _ in largest_differences(first, second, 10)] == ["b", "d", "a", "c"]
 
 
-@pytest.mark.parametrize("functions", ["-1", "1001"])
-def test_functions_out_of_range_are_refused_before_anything_starts(functions: str, capsys):
-    with pytest.raises(SystemExit) as exited:
-        main(["--functions", functions])
-    assert exited.value.code == 2
-    assert "--functions must be between 0 and 1000" in capsys.readouterr().err
-
-
 def test_per_call_is_the_difference_over_the_measured_calls():
     measured = Counts({"Ir": 9_000_000, "Bcm": 5_000})
     baseline = Counts({"Ir": 5_000_000, "Bcm": 3_000})
@@ -135,21 +128,6 @@ def test_split_shares_every_call_out_once_and_evenly(count: int, parts: int):
     assert max(shares) - min(shares) <= 1
 
 
-@pytest.mark.parametrize("connections", ["0", "65"])
-def test_connections_out_of_range_are_refused_before_anything_starts(connections: str, capsys):
-    with pytest.raises(SystemExit) as exited:
-        main(["--connections", connections])
-    assert exited.value.code == 2
-    assert "--connections must be between 1 and 64" in capsys.readouterr().err
-
-
-def test_pages_and_last_level_are_refused_together(capsys):
-    with pytest.raises(SystemExit) as exited:
-        main(["--pages", "--last-level", "2097152,16,64"])
-    assert exited.value.code == 2
-    assert "--pages and --last-level are two different simulations" in capsys.readouterr().err
-
-
 def test_the_page_simulation_has_4_kib_lines_and_the_tlbs_entries():
     geometry = {
         option.split("=")[0]: [int(part) for part in option.split("=")[1].split(",")] for option in PAGE_SIMULATION
@@ -158,3 +136,29 @@ def test_the_page_simulation_has_4_kib_lines_and_the_tlbs_entries():
     assert all(line == 4096 for _, _, line in geometry.values())
     entries = {name: size // line for name, (size, _, line) in geometry.items()}
     assert entries == {"--I1": 128, "--D1": 64, "--LL": 1536}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--connections", "0"], "--connections must be between 1 and 64"),
+        (["--connections", "65"], "--connections must be between 1 and 64"),
+        (["--functions", "-1"], "--functions must be between 0 and 1000"),
+        (["--functions", "1001"], "--functions must be between 0 and 1000"),
+        (["--pages", "--last-level", "2097152,16,64"], "--pages and --last-level are two different simulations"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_starts(argv: list[str], message: str, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_differences_table_shows_each_function_in_both_servers(capsys):
+    print_differences("instructions", ("A", {"f (a.c)": 1500.0, "g (a.c)": 10.0}), ("B", {"f (a.c)": 1000.0}), 5)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "functions whose instructions per call differ most (A - B, A, B):"
+    assert lines[1].split() == ["+500", "1,500", "1,000", "f", "(a.c)"]
+    assert lines[2].split() == ["+10", "10", "0", "g", "(a.c)"]
+    assert len(lines) == 3
