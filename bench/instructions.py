@@ -49,6 +49,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.processes import TOKEN_SETS, Kind, add_tree_arguments, kinds_of
 from bench.run import LOOPBACK, MODERN, MODERN_META, clean_environment, free_port, server_env, start_idp
@@ -213,19 +214,36 @@ def plan(one: str, rotating: list[str], warm_up: str, calls: str) -> tuple[list[
     return warm, ([one] if calls == "one_token" else rotating)
 
 
+class Launch(NamedTuple):
+    """How one server of a kind is started and called: its port and environment, the one token, then the tokens
+    of the warm-up and of the measured calls."""
+
+    port: int
+    env: dict[str, str]
+    one: str
+    warm_up: list[str]
+    measured: list[str]
+
+
+def launch(kind: Kind, site: Path, args: argparse.Namespace, issuer: Issuer, idp_port: int) -> Launch:
+    """A server of `kind` on a free port, in the steady settings, with `site` (its `sitecustomize`) on its path."""
+    port = free_port()
+    env = {
+        **server_env(clean_environment(), port, idp_port, **STEADY),
+        "PYTHONPATH": f"{site}{os.pathsep}{kind.root}",
+    }
+    one, rotating = tokens_for(issuer, env["MCP_SERVER_URL"])
+    warm_up, measured = plan(one, rotating, args.warm_up, args.calls)
+    return Launch(port, env, one, warm_up, measured)
+
+
 def run_once(
     kind: Kind, count: int, idle: float, args: argparse.Namespace, issuer: Issuer, idp_port: int, workdir: Path
 ) -> tuple[Counts, float]:
     """One server of `kind` under cachegrind: start, warm up, `count` measured calls, `idle` seconds without any,
     stop. Its counts, and how long the measured calls took."""
     label = f"{kind.name}-{count}"
-    port = free_port()
-    env = {
-        **server_env(clean_environment(), port, idp_port, **STEADY),
-        "PYTHONPATH": f"{workdir / 'site'}{os.pathsep}{kind.root}",
-    }
-    one, rotating = tokens_for(issuer, env["MCP_SERVER_URL"])
-    warm_up, measured = plan(one, rotating, args.warm_up, args.calls)
+    port, env, one, warm_up, measured = launch(kind, workdir / "site", args, issuer, idp_port)
     out = workdir / f"{label}.cachegrind"
     log = workdir / f"{label}.log"
     if args.pages:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -26,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.instructions import STEADY, plan, print_differences, tokens_for, wait_until_serving
+from bench.instructions import launch, print_differences, wait_until_serving
 from bench.processes import TOKEN_SETS, Kind, add_tree_arguments, kinds_of
-from bench.run import LOOPBACK, clean_environment, free_port, server_env, start_idp
+from bench.run import LOOPBACK, free_port, start_idp
 from bench.tokens import Issuer
 
 DUMP_TIMEOUT = 30.0  # seconds for a server to write its counts after SIGUSR2
@@ -72,13 +71,7 @@ def trace(kind: Kind, args: argparse.Namespace, issuer: Issuer, idp_port: int, w
     output = workdir / f"{kind.name}.json"
     (site / "sitecustomize.py").write_text(site_customize(output))
     shutil.copyfile(TRACER, site / TRACER.name)
-    port = free_port()
-    env = {
-        **server_env(clean_environment(), port, idp_port, **STEADY),
-        "PYTHONPATH": f"{site}{os.pathsep}{kind.root}",
-    }
-    one, rotating = tokens_for(issuer, env["MCP_SERVER_URL"])
-    warm_up, measured = plan(one, rotating, args.warm_up, args.calls)
+    port, env, one, warm_up, measured = launch(kind, site, args, issuer, idp_port)
     log = workdir / f"{kind.name}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and scripts
