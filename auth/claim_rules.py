@@ -76,6 +76,7 @@ class ClaimRules:
 
     def check_claims(self, claims: Mapping[str, Any], client_id: str | None) -> None:
         """Rules beyond iss/aud/lifetime, run on verified claims."""
+        check_not_key_bound(claims)
         if self.token_use is not None and claims.get("token_use") != self.token_use:
             hint = " (this looks like an ID token)" if claims.get("token_use") == "id" else ""
             raise InvalidToken(
@@ -93,6 +94,21 @@ class ClaimRules:
                 "token client is not accepted",
                 detail=f"client id {shown(client_id)} is not in OAUTH_CLIENT_IDS {sorted(self.client_ids)}",
             )
+
+
+def check_not_key_bound(claims: Mapping[str, Any]) -> None:
+    """A token bound to a key (`cnf`) is never a plain bearer token: whoever stole it would not need the key.
+    DPoP-bound (`jkt`, RFC 9449 section 7) and certificate-bound (`x5t#S256`, RFC 8705 section 3) alike."""
+    if "cnf" not in claims:
+        return
+    members = claims["cnf"] if isinstance(claims["cnf"], Mapping) else {}
+    if "jkt" in members:
+        why = "cnf.jkt: a DPoP-bound token sent with the Bearer scheme (RFC 9449 section 7)"
+    elif "x5t#S256" in members:
+        why = "cnf.x5t#S256: a certificate-bound token sent without its certificate (RFC 8705 section 3)"
+    else:
+        why = "cnf: a key-bound token sent as a bearer token (RFC 7800)"
+    raise InvalidToken("token is bound to a key and cannot be used as a bearer token", detail=why)
 
 
 def issuer_hint(issuer: object, expected: tuple[str, ...]) -> str:

@@ -61,7 +61,7 @@ def audience_hint(claims: Mapping[str, Any], header: Mapping[str, Any], expected
     aud = claims.get("aud")
     detail = f"audience {shown(aud)}, expected one of {list(expected or ())}"
     audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    if any(a in GRAPH_AUDIENCES for a in audiences) or "nonce" in header:
+    if any(isinstance(a, str) and a in GRAPH_AUDIENCES for a in audiences) or "nonce" in header:
         return detail + (
             " (this is a Microsoft Graph token, which cannot be validated by anyone but Graph: "
             "request a token for your own API, e.g. scope=api://<app-id>/.default)"

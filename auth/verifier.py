@@ -213,20 +213,30 @@ def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool) -> da
     return datetime.fromtimestamp(value, tz=UTC)
 
 
+def _unicode(value: str, name: str) -> str:
+    """A claim string must be valid Unicode text: a lone surrogate (escaped in the JSON) is refused here."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidToken(f"token {name} claim is not valid Unicode text") from None
+    return value
+
+
 def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
     value = claims.get(name)
     if value is not None and not isinstance(value, str):
         raise InvalidToken(f"token {name} claim is not a string")
-    return value or None
+    return _unicode(value, name) or None if value else None
 
 
 def _string_list(value: Any, name: str, *, space_separated: bool) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
+        _unicode(value, name)
         return value.split() if space_separated else [value]
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return value
+        return [_unicode(item, name) for item in value]
     raise InvalidToken(f"token {name} claim has an unexpected type")
 
 
