@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import gc
-import sys
-
-if __name__ == "__main__":
-    # Start-up: the imports below build a few hundred thousand long-lived objects (the SDK's pydantic models),
-    # and the cyclic GC would scan them again and again on the way (about a tenth of the start-up time).
-    # main() freezes what was built and turns the collector back on before serving.
-    gc.disable()
-
 import argparse
 import asyncio
-import logging
 import signal
+import sys
 from types import FrameType
 
 import uvicorn
 from sse_starlette.sse import AppStatus
 from starlette.types import ASGIApp
 
-from auth.dev_issuer import DEV_ISSUER_PATH, DevIssuer
-from auth.doctor import Doctor
+from auth.tooling.dev_issuer import DEV_ISSUER_PATH, DevIssuer
+from auth.tooling.doctor import Doctor
 from settings import Settings, SettingsError, is_loopback_host, load_settings
 from web.app import build_app, scopes_supported
 from web.log_format import configure_logging
@@ -39,15 +30,6 @@ class GracefulServer(uvicorn.Server):
             self.should_exit = True
             return
         super().handle_exit(sig, frame)
-
-
-def lean_logging() -> None:
-    """Leave out of every log record what no line of ours shows: the caller's file and line, thread and process
-    (the logging HOWTO's optimisations). About a third of the cost of each access-log line."""
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
 
 
 def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
@@ -163,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         # Before MCPServer is built: its own basicConfig call is then a no-op.
         configure_logging(settings.log_level, settings.log_format, settings.log_flush_seconds)
-        lean_logging()
         configured_issuer = settings.oauth_issuer
         if args.dev:
             settings, issuer = dev_settings(settings)
@@ -181,9 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     # sse-starlette ends every SSE stream once uvicorn starts shutting down, which cut legacy-era answers
     # still in flight; the grace period covers them instead (a stream still open when it ends is cancelled).
     AppStatus.disable_automatic_graceful_drain()
-    # Everything built so far lives as long as the process: the cyclic GC need not scan it again and again.
-    gc.freeze()
-    gc.enable()
     GracefulServer(config).run()
     return 0
 

@@ -10,6 +10,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from auth import providers
+from auth.providers import Provider
+
 # Asymmetric JWS algorithms this server can verify; HS* and "none" are never among them.
 SUPPORTED_ALGORITHMS = frozenset(
     {
@@ -27,15 +30,6 @@ SUPPORTED_ALGORITHMS = frozenset(
 )
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
 
-ENTRA_MULTI_TENANT = frozenset({"organizations", "common"})
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-)
-_AWS_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
-_USER_POOL_ID = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d_[A-Za-z0-9]+$")
-
-Provider = Literal["oidc", "auth0", "okta", "entra", "cognito"]
 LogFormat = Literal["text", "json"]
 LOOPBACK_PROXIES = ("127.0.0.1", "::1")
 MIN_METRICS_TOKEN_CHARS = 16
@@ -305,52 +299,36 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected at least {MIN_METRICS_TOKEN_CHARS} characters (e.g. openssl rand -hex 32)")
         return value
 
+    # The presets' own values: each check lives with its preset in auth/providers.py.
     @field_validator("oauth_domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        value = value.strip()
-        if value and not _HOSTNAME.match(value):
-            raise ValueError(
-                f"expected a bare host name like your-tenant.us.auth0.com (no scheme or path), got {value!r}"
-            )
-        return value
+        return providers.check_domain(value)
 
     @field_validator("oauth_tenant_id")
     @classmethod
     def _tenant(cls, value: str) -> str:
-        value = value.strip()
-        if value and value.lower() not in ENTRA_MULTI_TENANT and not _GUID.match(value):
-            raise ValueError(f"expected the directory (tenant) id GUID, or organizations/common, got {value!r}")
-        return value.lower()
+        return providers.check_tenant(value)
 
     @field_validator("oauth_allowed_tenants")
     @classmethod
     def _allowed_tenants(cls, value: list[str]) -> list[str]:
-        for tenant in value:
-            if not _GUID.match(tenant):
-                raise ValueError(f"expected tenant id GUIDs, got {tenant!r}")
-        return [tenant.lower() for tenant in value]
+        return providers.check_allowed_tenants(value)
 
     @field_validator("oauth_region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if value and not _AWS_REGION.match(value):
-            raise ValueError(f"expected an AWS region like eu-west-1, got {value!r}")
-        return value
+        return providers.check_region(value)
 
     @field_validator("oauth_user_pool_id")
     @classmethod
     def _user_pool(cls, value: str) -> str:
-        if value and not _USER_POOL_ID.match(value):
-            raise ValueError(f"expected a user pool id like eu-west-1_AbCdEf123, got {value!r}")
-        return value
+        return providers.check_user_pool(value)
 
     @field_validator("oauth_auth_server_id")
     @classmethod
     def _auth_server_id(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9_-]+$", value):
-            raise ValueError(f"expected an Okta authorization server id like default or aus1a2b3c, got {value!r}")
-        return value
+        return providers.check_auth_server_id(value)
 
     @field_validator("dev_client_id")
     @classmethod
@@ -362,10 +340,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _derived(self) -> Settings:
         # Derived values are computed here once; frozen settings need object.__setattr__.
-        for name, value in _provider_defaults(self).items():
+        for name, value in providers.derived_values(self).items():
             if not getattr(self, name):
                 object.__setattr__(self, name, value)
-        _check_provider(self)
+        providers.check_preset(self)
         if not self.mcp_server_url:
             host = self.host
             if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard bind has no public name
@@ -380,21 +358,16 @@ class Settings(BaseSettings):
     # --- derived views -------------------------------------------------------------------------
     @property
     def entra_multi_tenant(self) -> bool:
-        return self.oauth_provider == "entra" and self.oauth_tenant_id in ENTRA_MULTI_TENANT
+        return providers.is_entra_multi_tenant(self.oauth_provider, self.oauth_tenant_id)
 
     @property
     def accepted_issuers(self) -> tuple[str, ...]:
-        """Exact `iss` values accepted. Entra: the tenant's v2 and v1 issuers (the API's manifest picks one)."""
-        if self.oauth_provider == "entra" and not self.entra_multi_tenant and self.oauth_tenant_id:
-            v2 = f"https://login.microsoftonline.com/{self.oauth_tenant_id}/v2.0"
-            v1 = f"https://sts.windows.net/{self.oauth_tenant_id}/"
-            return tuple(dict.fromkeys([self.oauth_issuer, v2, v1]))
-        return (self.oauth_issuer,)
+        """Exact `iss` values accepted (a preset may accept more than OAUTH_ISSUER)."""
+        return providers.accepted_issuers(self)
 
     @property
     def checks_audience(self) -> bool:
-        """Cognito access tokens carry no `aud`: the app client id (OAUTH_CLIENT_IDS) is checked instead."""
-        return self.oauth_provider != "cognito"
+        return providers.checks_audience(self.oauth_provider)
 
     def public_scope(self, scope: str) -> str:
         """A scope as clients must ask the IdP for it (Cognito: `{resource-server-id}/{scope}`)."""
@@ -410,56 +383,6 @@ class Settings(BaseSettings):
             raise SettingsError(
                 "OAUTH_ISSUER: missing; expected your IdP's issuer URL "
                 "(e.g. https://your-tenant.auth0.com/), or run `python server.py --dev` for the local dev issuer"
-            )
-
-
-def _provider_defaults(settings: Settings) -> dict[str, str]:
-    """Issuer and JWKS URL a preset derives from the values in the IdP's console."""
-    provider, domain = settings.oauth_provider, settings.oauth_domain
-    if provider == "auth0" and domain:
-        return {"oauth_issuer": f"https://{domain}/", "oauth_jwks_uri": f"https://{domain}/.well-known/jwks.json"}
-    if provider == "okta" and domain:
-        issuer = settings.oauth_issuer or f"https://{domain}/oauth2/{settings.oauth_auth_server_id}"
-        return {"oauth_issuer": issuer, "oauth_jwks_uri": f"{issuer}/v1/keys"}
-    if provider == "entra" and settings.oauth_tenant_id:
-        tenant = settings.oauth_tenant_id
-        return {
-            "oauth_issuer": f"https://login.microsoftonline.com/{tenant}/v2.0",
-            "oauth_jwks_uri": f"https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys",
-        }
-    if provider == "cognito" and settings.oauth_region and settings.oauth_user_pool_id:
-        issuer = f"https://cognito-idp.{settings.oauth_region}.amazonaws.com/{settings.oauth_user_pool_id}"
-        return {"oauth_issuer": issuer, "oauth_jwks_uri": f"{issuer}/.well-known/jwks.json"}
-    return {}
-
-
-def _check_provider(settings: Settings) -> None:
-    """What each preset needs; raised as ValueError so the message names the variable."""
-    provider = settings.oauth_provider
-    if provider == "auth0" and not (settings.oauth_domain or settings.oauth_issuer):
-        raise ValueError("OAUTH_DOMAIN: the auth0 preset needs your tenant's domain, e.g. your-tenant.us.auth0.com")
-    if provider == "okta":
-        if not (settings.oauth_domain or settings.oauth_issuer):
-            raise ValueError("OAUTH_DOMAIN: the okta preset needs your org's domain, e.g. your-org.okta.com")
-        if settings.oauth_issuer and "/oauth2/" not in urlsplit(settings.oauth_issuer).path + "/":
-            raise ValueError(
-                "OAUTH_ISSUER: this is an Okta org authorization server; its access tokens cannot be validated "
-                "outside Okta. Use a custom authorization server (OAUTH_AUTH_SERVER_ID, e.g. default)"
-            )
-    if provider == "entra":
-        if not settings.oauth_tenant_id:
-            raise ValueError("OAUTH_TENANT_ID: the entra preset needs the directory (tenant) id")
-        if settings.entra_multi_tenant and not settings.oauth_allowed_tenants:
-            raise ValueError(
-                f"OAUTH_ALLOWED_TENANTS: OAUTH_TENANT_ID={settings.oauth_tenant_id} accepts tokens from many tenants; "
-                "list the tenant ids you trust"
-            )
-    if provider == "cognito":
-        if not (settings.oauth_issuer or (settings.oauth_region and settings.oauth_user_pool_id)):
-            raise ValueError("OAUTH_USER_POOL_ID: the cognito preset needs OAUTH_REGION and OAUTH_USER_POOL_ID")
-        if not settings.oauth_client_ids:
-            raise ValueError(
-                "OAUTH_CLIENT_IDS: Cognito access tokens have no audience; list the app client ids to accept"
             )
 
 

@@ -1,19 +1,84 @@
-"""The authentication failure family; each knows its HTTP status and RFC 6750 error code."""
+"""The refusal family: every HTTP refusal is one of these, each with its status, error code and a reason enum."""
 
 from __future__ import annotations
 
+from enum import Enum
 
-class AuthError(Exception):
-    """Base of every authentication failure. `description` is safe to send to the client."""
+
+class Reason(Enum):
+    """Why a request was refused. Code branches on this, never on the text; the value is the client-safe text."""
+
+    # no or unusable credentials
+    MISSING = "bearer token required"
+    OTHER_SCHEME = "bearer token required (other schemes are not accepted)"
+    DUPLICATE_HEADER = "more than one Authorization header"
+    EMPTY = "bearer token is empty"
+    # the token's shape and header
+    TOO_LARGE = "token is too large"
+    NOT_JWT = "token is not a JWT"
+    MALFORMED = "token is malformed"
+    ALGORITHM = "token algorithm is not accepted"
+    CRITICAL_HEADER = "token has unsupported critical header parameters"
+    TYPE = "token type is not accepted"
+    KID_MALFORMED = "token kid is malformed"
+    # the key and the signature
+    KEY_UNKNOWN = "token signing key is unknown"
+    KEY_MISMATCH = "token algorithm does not match its key"
+    BAD_SIGNATURE = "token signature is invalid"
+    KEYS_UNAVAILABLE = "signing keys are temporarily unavailable"
+    # the claims
+    CLAIMS_MALFORMED = "token claims have unexpected types"
+    MISSING_CLAIM = "token is missing a required claim"
+    EXPIRED = "token has expired"
+    NOT_YET_VALID = "token is not yet valid"
+    ISSUER = "token issuer is not accepted"
+    AUDIENCE = "token audience is not accepted"
+    NOT_ACCESS_TOKEN = "token is not an access token"  # noqa: S105 - a message, not a secret
+    CLIENT = "token client is not accepted"
+    NO_SUBJECT = "token has no subject or client id"
+    KEY_BOUND = "token is bound to a key and cannot be used as a bearer token"
+    # after authentication
+    INSUFFICIENT_SCOPE = "the token lacks a required scope"
+    # refusals outside the bearer check
+    MISDIRECTED = "this server does not answer for that Host"
+    FORBIDDEN_ORIGIN = "requests from this Origin are not allowed"
+    BODY_TOO_LARGE = "request body too large"
+    METRICS_TOKEN = "metrics need the METRICS_TOKEN bearer token"  # noqa: S105 - a message, not a secret
+    METRICS_REMOTE = "set METRICS_TOKEN to scrape metrics from elsewhere"
+    BAD_REQUEST = "the request is not acceptable"  # the dev issuer's token endpoint: its description says more
+
+
+class Refusal(Exception):
+    """Base of every HTTP refusal. `description` is safe to send to the client; `detail` is for the log only."""
+
+    status = 400
+    error = "invalid_request"
+
+    def __init__(
+        self,
+        reason: Reason,
+        *,
+        description: str | None = None,
+        detail: str | None = None,
+        status: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.description = description or reason.value
+        super().__init__(self.description)
+        # More precise, for the server log: never the token itself.
+        self.detail = detail or self.description
+        if status is not None:
+            self.status = status
+        if error is not None:
+            self.error = error
+
+
+class AuthError(Refusal):
+    """A refusal of the bearer check: answered with an RFC 6750 challenge."""
 
     status = 401
     error = "invalid_token"
-
-    def __init__(self, description: str, *, detail: str | None = None) -> None:
-        super().__init__(description)
-        self.description = description
-        # For the server log only: more precise, still never the token itself.
-        self.detail = detail or description
 
 
 class MissingToken(AuthError):
@@ -21,8 +86,8 @@ class MissingToken(AuthError):
 
     error = ""
 
-    def __init__(self, description: str = "bearer token required") -> None:
-        super().__init__(description)
+    def __init__(self, reason: Reason = Reason.MISSING) -> None:
+        super().__init__(reason)
 
 
 class InvalidRequest(AuthError):
@@ -31,7 +96,7 @@ class InvalidRequest(AuthError):
 
 
 class InvalidToken(AuthError):
-    """The token is malformed, expired, for someone else or badly signed."""
+    """The token is malformed, expired, for someone else, badly signed or bound to a key."""
 
 
 class InsufficientScope(AuthError):
@@ -39,7 +104,7 @@ class InsufficientScope(AuthError):
     error = "insufficient_scope"
 
     def __init__(self, required: tuple[str, ...]) -> None:
-        super().__init__(f"required scope: {' '.join(required)}")
+        super().__init__(Reason.INSUFFICIENT_SCOPE, description=f"required scope: {' '.join(required)}")
         self.required = required
 
 
@@ -48,3 +113,6 @@ class KeySetUnavailable(AuthError):
 
     status = 503
     error = "temporarily_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(Reason.KEYS_UNAVAILABLE)

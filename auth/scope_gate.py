@@ -9,6 +9,7 @@ the SDK checks the headers itself (see `fast_pass`): the common case, and about 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -17,8 +18,10 @@ from mcp.shared.inbound import NAME_BEARING_METHODS, decode_header_value
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from auth.challenge import ChallengeResponder, send_json
-from auth.errors import InsufficientScope
+from auth.challenge import ChallengeResponder
+from auth.errors import InsufficientScope, Reason, Refusal
+from auth.refusal import refusal_headers, send_refusal
+from auth.request_auth import request_auth, set_request_auth
 
 HEADER_MISMATCH = -32020  # JSON-RPC code the 2026-07-28 transport uses for this
 
@@ -108,7 +111,8 @@ class ScopeGate:
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal = scope.get("state", {}).get("principal") if scope["type"] == "http" else None
+        auth = request_auth(scope) if scope["type"] == "http" else None
+        principal = auth.principal if auth is not None else None
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path or principal is None:
             await self.app(scope, receive, send)
             return
@@ -117,7 +121,7 @@ class ScopeGate:
             return
         body, more = await _read_bounded(receive, self.max_body_bytes)
         if more:
-            await send_json(send, 413, {"error": "request_too_large", "error_description": "request body too large"})
+            await send_refusal(send, Refusal(Reason.BODY_TOO_LARGE, status=413, error="request_too_large"))
             return
         try:
             document = json.loads(body)
@@ -132,14 +136,24 @@ class ScopeGate:
             try:
                 needed = needed_scopes(document, headers, self.tool_scopes)
             except GateRefusal as refusal:
-                error = {"code": refusal.code, "message": refusal.message}
-                await send_json(send, refusal.status, {"jsonrpc": "2.0", "id": refusal.request_id, "error": error})
+                await _send_jsonrpc_error(send, refusal)
                 return
             if needed and not principal.has_scopes(needed):
-                scope["state"]["refused_tools"] = called_tools(document)  # counted by the metrics
-                await self.responder(InsufficientScope(needed), scope, receive, send)
+                refused = dataclasses.replace(
+                    auth, outcome=InsufficientScope.error, refused_tools=tuple(called_tools(document))
+                )
+                set_request_auth(scope, refused)
+                await self.responder(InsufficientScope(needed), send)
                 return
         await self.app(scope, _replay(body, receive), send)
+
+
+async def _send_jsonrpc_error(send: Send, refusal: GateRefusal) -> None:
+    """A header/body disagreement is a JSON-RPC error, as the transport specifies (not an HTTP refusal body)."""
+    error = {"code": refusal.code, "message": refusal.message}
+    body = json.dumps({"jsonrpc": "2.0", "id": refusal.request_id, "error": error}).encode()
+    await send({"type": "http.response.start", "status": refusal.status, "headers": refusal_headers(body)})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _read_bounded(receive: Receive, limit: int) -> tuple[bytes, bool]:

@@ -6,7 +6,6 @@ Configured by the same environment as `python server.py`; never reachable from t
 
 from __future__ import annotations
 
-import gc
 import sys
 from datetime import UTC, datetime, timedelta
 
@@ -20,8 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from auth.middleware import BearerAuthMiddleware, access_token_for
 from auth.principal import Principal
+from auth.request_auth import RequestAuth, set_request_auth
 from auth.scope_gate import ScopeGate
-from server import GracefulServer, lean_logging, uvicorn_config
+from server import GracefulServer, uvicorn_config
 from settings import Settings, load_settings
 from web.app import build_app, scopes_supported
 from web.log_format import configure_logging
@@ -42,9 +42,7 @@ class FixedPrincipal:
             return
         scope["user"] = self.user
         scope["auth"] = self.credentials
-        state = scope.setdefault("state", {})
-        state["principal"] = self.principal
-        state["auth_outcome"] = "ok"
+        set_request_auth(scope, RequestAuth("ok", self.principal))
         context = auth_context_var.set(self.user)
         try:
             await self.app(scope, receive, send)
@@ -81,10 +79,8 @@ def without_auth(app: Starlette, settings: Settings) -> Starlette:
 def main() -> int:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format, settings.log_flush_seconds)
-    lean_logging()
     app = without_auth(build_app(settings), settings)
     AppStatus.disable_automatic_graceful_drain()
-    gc.freeze()  # as server.main does
     GracefulServer(uvicorn_config(app, settings)).run()
     return 0
 

@@ -16,7 +16,10 @@ import jwt
 import respx
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from settings import Settings
+from auth.jwks_cache import JWKSCache
+from auth.jwt_verifier import JwtVerifier
+from auth.token_rules import TokenRules
+from settings import DEFAULT_ALGORITHMS, Settings
 
 ISSUER = "https://idp.example.com/"  # Auth0-style trailing slash: compared exactly
 JWKS_URI = "https://idp.example.com/.well-known/jwks.json"
@@ -27,6 +30,26 @@ CLIENT_ID = "client-abc"
 PRM_URL = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 LEGACY_VERSION = "2025-11-25"
+MODERN_VERSION = "2026-07-28"
+# The per-request metadata a 2026-07-28 client sends in `_meta` (as the SDK's own client sends it).
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+    "io.modelcontextprotocol/clientInfo": {"name": "mcp", "version": "0.1.0"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+class Clock:
+    """A clock the test moves by hand, so TTLs, cooldowns and lifetimes pass without sleeping."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @dataclass
@@ -172,3 +195,17 @@ class CollidingText(str):
 
     def __hash__(self) -> int:
         return 42
+
+
+def make_verifier(
+    keys: JWKSCache,
+    *,
+    issuer: str = ISSUER,
+    audiences: Any = (SERVER_URL,),
+    algorithms: Any = DEFAULT_ALGORITHMS,
+    leeway: float = 30,
+    **options: Any,
+) -> JwtVerifier:
+    """A verifier for the test IdP: the given issuer and audiences, every other rule off."""
+    rules = TokenRules.create(issuers=(issuer,), audiences=tuple(audiences), leeway=leeway)
+    return JwtVerifier(keys, rules, algorithms=algorithms, **options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from auth.claim_rules import ClaimRules
+from auth.token_rules import TokenRules
 from settings import Settings, SettingsError, load_settings
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -150,14 +150,14 @@ def test_entra_multi_tenant_checks_tenants_not_one_issuer(monkeypatch):
     )
     assert settings.entra_multi_tenant
     assert settings.oauth_jwks_uri == "https://login.microsoftonline.com/organizations/discovery/v2.0/keys"
-    rules = ClaimRules.from_settings(settings)
-    assert rules.issuers == ()
-    assert rules.allowed_tenants == {TENANT, OTHER_TENANT}
+    rules = TokenRules.from_settings(settings)
+    assert rules.issuer.issuers == ()
+    assert rules.issuer.allowed_tenants == {TENANT, OTHER_TENANT}
 
 
 def test_allowed_tenants_are_ignored_by_a_single_tenant_config(monkeypatch):
     settings = load(monkeypatch, OAUTH_PROVIDER="entra", OAUTH_TENANT_ID=TENANT, OAUTH_ALLOWED_TENANTS=OTHER_TENANT)
-    assert ClaimRules.from_settings(settings).allowed_tenants == frozenset()
+    assert TokenRules.from_settings(settings).issuer.allowed_tenants == frozenset()
 
 
 # --- cognito -------------------------------------------------------------------------------------
@@ -176,8 +176,8 @@ def test_cognito_region_and_pool_derive_issuer_without_slash_and_jwks(monkeypatc
     assert settings.oauth_jwks_uri == f"{COGNITO_ISSUER}/.well-known/jwks.json"
     assert not settings.checks_audience
     assert settings.public_scope("read:notes") == "mcp-api/read:notes"
-    rules = ClaimRules.from_settings(settings)
-    assert rules.audience_optional
+    rules = TokenRules.from_settings(settings)
+    assert rules.audience.optional
     assert rules.token_use == "access"
     assert rules.client_ids == {"4h5j6k7l8m9n0p1q2r3s4t5u6v"}
 

@@ -6,12 +6,13 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
 from auth.principal import Principal
+from auth.request_auth import principal_of
 
 
 def current_principal(ctx: Context) -> Principal:
     request = ctx.request_context.request
-    principal = getattr(getattr(request, "state", None), "principal", None)
-    if not isinstance(principal, Principal):
+    principal = principal_of(getattr(request, "state", None))
+    if principal is None:
         # Only reachable without the HTTP stack (stdio, in-process): there is no verified caller.
         raise ToolError("no authenticated caller")
     return principal

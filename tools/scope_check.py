@@ -8,7 +8,7 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.types import CallToolResult, TextContent
 
-from auth.principal import Principal
+from auth.request_auth import principal_of
 
 
 class ToolScopeCheck(ServerMiddleware[Any]):
@@ -21,8 +21,8 @@ class ToolScopeCheck(ServerMiddleware[Any]):
         if ctx.method == "tools/call" and ctx.params:
             name = ctx.params.get("name")
             needed = self._scopes_by_tool.get(name, ()) if isinstance(name, str) else ()
-            principal = getattr(getattr(ctx.request, "state", None), "principal", None)
-            if needed and not (isinstance(principal, Principal) and principal.has_scopes(needed)):
+            principal = principal_of(getattr(ctx.request, "state", None))
+            if needed and not (principal is not None and principal.has_scopes(needed)):
                 message = f"insufficient scope: {name} needs {' '.join(needed)}"
                 return CallToolResult(is_error=True, content=[TextContent(type="text", text=message)])
         return await call_next(ctx)

@@ -1,7 +1,7 @@
 """Pure ASGI middleware: one access line and one metrics observation per HTTP request, with a request id.
 
-What it logs is chosen field by field: never headers, the query string, bodies or tokens. The bearer
-middleware reports its outcome and the caller in `scope["state"]`, which is read here after the answer.
+What it logs is chosen field by field: never headers, the query string, bodies or tokens. Authentication's
+outcome and caller (one RequestAuth, auth.request_auth) are read here after the answer.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from auth.request_auth import request_auth
 from web.log_format import REQUEST_ID, DirectLines
 from web.metrics import Metrics
 
@@ -89,7 +90,8 @@ class AccessLog:
             self._record(scope, state, status, time.perf_counter() - started, request_id)
 
     def _record(self, scope: Scope, state: dict, status: int, seconds: float, request_id: str) -> None:
-        outcome = state.get("auth_outcome")
+        auth = request_auth(scope)
+        outcome = auth.outcome if auth is not None else None
         # No more of the path than the line shows (one character more says it was cut): the entry and the metrics
         # observation wait for their batch, and the client chose the path's length.
         path = scope["path"][: MAX_PATH_CHARS + 1]
@@ -97,11 +99,11 @@ class AccessLog:
             self.metrics.observe_request(
                 path=path, method=scope["method"], status=status, seconds=seconds, auth=outcome
             )
-            for tool in state.get("refused_tools", ()):
+            for tool in auth.refused_tools if auth is not None else ():
                 self.metrics.observe_tool_call(tool, "refused")
         if not self.logger.isEnabledFor(logging.INFO):
             return
-        principal = state.get("principal")
+        principal = auth.principal if auth is not None else None
         client = scope.get("client")
         entry = (
             scope["method"],

@@ -8,32 +8,30 @@ from dataclasses import dataclass
 
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.mcpserver import MCPServer
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp
 
 from auth.challenge import ChallengeResponder
-from auth.claim_rules import ClaimRules
-from auth.dev_issuer import DEV_ISSUER_PATH, DevIssuer
 from auth.discovery import DiscoveredJWKSUri
-from auth.jwks import JWKSCache
+from auth.jwks_cache import JWKSCache
+from auth.jwt_verifier import JwtVerifier
 from auth.middleware import BearerAuthMiddleware
 from auth.scope_gate import ScopeGate
-from auth.verifier import TokenVerifier
+from auth.token_rules import TokenRules
+from auth.tooling.dev_issuer import DEV_ISSUER_PATH, DevIssuer
 from settings import Settings
 from tools.notes_store import NotesLimits, SQLiteNotesStore
 from tools.registry import build_mcp_server, scopes_by_tool, tool_scopes, tool_specs
 from web.access_log import AccessLog
+from web.compat import break_runner_cycles
 from web.guard import TransportGuard, allowed_hosts_for, origin_of
 from web.health import health_routes
 from web.metrics import Metrics
 from web.metrics_route import METRICS_PATH, metrics_routes
-from web.sdk_cycles import break_runner_cycles
 from web.tool_metrics import ToolCallMetrics
 from web.well_known import resource_metadata_url, well_known_routes
 
@@ -57,7 +55,7 @@ class Components:
     """What tests and operators may want to reach inside a built app."""
 
     keys: JWKSCache
-    verifier: TokenVerifier
+    verifier: JwtVerifier
     mcp: MCPServer
     store: SQLiteNotesStore
     metrics: Metrics
@@ -75,18 +73,6 @@ def drop_idle_tracing(mcp: MCPServer) -> None:
     still costs several percent of a tool call, so the middleware stays only when there is a provider."""
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         mcp.middleware[:] = [layer for layer in mcp.middleware if not isinstance(layer, OpenTelemetryMiddleware)]
-
-
-def mcp_endpoint(mcp_app: Starlette) -> ASGIApp:
-    """What serves MCP_PATH: the SDK's streamable-HTTP endpoint itself when the SDK's Starlette app adds nothing
-    around it (no middleware, no body limit of its own: so with no SDK auth configured, as here), else that app.
-    Its own error handling, exception middleware and router would only repeat ours: about 8 µs of every call."""
-    if mcp_app.user_middleware or getattr(mcp_app, "max_body_size", None) is not None:
-        return mcp_app
-    for route in mcp_app.routes:
-        if isinstance(route, Route) and route.path == MCP_PATH and isinstance(route.endpoint, StreamableHTTPASGIApp):
-            return route.endpoint
-    return mcp_app
 
 
 def build_jwks_cache(settings: Settings) -> JWKSCache:
@@ -114,11 +100,10 @@ def build_app(
     break_runner_cycles()  # each call's SDK objects freed as it ends, not by the cyclic collector
     scopes = scopes_supported(settings)
     keys = build_jwks_cache(settings)
-    verifier = TokenVerifier(
+    verifier = JwtVerifier(
         keys,
-        rules=ClaimRules.from_settings(settings),
+        TokenRules.from_settings(settings),
         algorithms=settings.oauth_algorithms,
-        leeway=settings.oauth_leeway_seconds,
         max_token_bytes=settings.oauth_max_token_bytes,
         cache_entries=settings.oauth_token_cache_entries,
         cache_seconds=settings.oauth_token_cache_seconds,
@@ -154,7 +139,7 @@ def build_app(
     )
     routes: list[BaseRoute] = [
         # The MCP endpoint first: every call would otherwise be matched against each route below in turn.
-        Route(MCP_PATH, endpoint=mcp_endpoint(mcp_app)),
+        Route(MCP_PATH, endpoint=mcp_app),
         *well_known_routes(
             server_url=settings.mcp_server_url,
             issuer=settings.oauth_issuer,

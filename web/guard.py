@@ -7,7 +7,9 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from auth.challenge import send_json
+from auth.errors import Reason, Refusal
+from auth.refusal import send_refusal
+from auth.request_auth import RequestAuth, set_request_auth
 from settings import is_loopback_host
 
 
@@ -69,25 +71,13 @@ class TransportGuard:
             elif name == b"origin":
                 origin = value.decode("latin-1")
         if host is None or not self._host_ok(host):
-            await _refuse(
-                scope,
-                send,
-                421,
-                "misdirected_request",
-                "this server does not answer for that Host",
-            )
+            await _refuse(scope, send, Refusal(Reason.MISDIRECTED, status=421, error="misdirected_request"))
         elif origin is not None and not self.any_origin and origin not in self.origins:
-            await _refuse(
-                scope,
-                send,
-                403,
-                "forbidden_origin",
-                "requests from this Origin are not allowed",
-            )
+            await _refuse(scope, send, Refusal(Reason.FORBIDDEN_ORIGIN, status=403, error="forbidden_origin"))
         else:
             await self.app(scope, receive, send)
 
 
-async def _refuse(scope: Scope, send: Send, status: int, error: str, description: str) -> None:
-    scope.setdefault("state", {})["auth_outcome"] = "forbidden"  # refused before authentication: for the access log
-    await send_json(send, status, {"error": error, "error_description": description})
+async def _refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
+    set_request_auth(scope, RequestAuth("forbidden"))  # refused before authentication: for the access log
+    await send_refusal(send, refusal)

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from auth.jwks import JWKSCache
+from auth.jwks_cache import JWKSCache
 from tools.notes_store import NotesStore
 
 # A probe must answer well within a kubelet's default 1 s timeout, even with the database stuck.

@@ -6,9 +6,11 @@ import hmac
 
 from pydantic import SecretStr
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from auth.errors import Reason, Refusal
+from auth.refusal import refusal_response
 from settings import is_loopback_host
 from web.metrics import CONTENT_TYPE, Metrics
 
@@ -35,16 +37,10 @@ def metrics_routes(metrics: Metrics, token: SecretStr | None) -> list[Route]:
     async def endpoint(request: Request) -> Response:
         if expected is not None:
             if not bearer_matches(request.headers.get("authorization"), expected):
-                return JSONResponse(
-                    {"error": "invalid_token", "error_description": "metrics need the METRICS_TOKEN bearer token"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
-                )
+                refusal = Refusal(Reason.METRICS_TOKEN, status=401, error="invalid_token")
+                return refusal_response(refusal, [(b"www-authenticate", b'Bearer realm="metrics"')])
         elif not scrape_allowed_without_token(request):
-            return JSONResponse(
-                {"error": "forbidden", "error_description": "set METRICS_TOKEN to scrape metrics from elsewhere"},
-                status_code=403,
-            )
+            return refusal_response(Refusal(Reason.METRICS_REMOTE, status=403, error="forbidden"))
         return PlainTextResponse(
             metrics.render(),
             media_type=CONTENT_TYPE,

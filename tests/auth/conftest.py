@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from auth.jwks import JWKSCache
+from auth.jwks_cache import JWKSCache
 from tests.support import JWKS_URI, FakeIdP
 
 

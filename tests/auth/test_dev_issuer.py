@@ -11,8 +11,8 @@ import pytest
 from jwt.algorithms import RSAAlgorithm
 from starlette.testclient import TestClient
 
-from auth.dev_issuer import DevIssuer
-from auth.jwks import parse_jwks
+from auth.jwks_cache import parse_jwks
+from auth.tooling.dev_issuer import DevIssuer
 from server import dev_settings
 from settings import Settings, SettingsError, load_settings
 from tests.support import parse_mcp_response

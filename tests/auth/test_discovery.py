@@ -14,8 +14,8 @@ import respx
 from auth.discovery import DiscoveredJWKSUri, check_jwks_uri, discover_jwks_uri, metadata_candidates
 from auth.errors import KeySetUnavailable
 from auth.http_fetch import FetchError
-from auth.jwks import JWKSCache
-from tests.support import DISCOVERY_URL, ISSUER, JWKS_URI, FakeIdP
+from auth.jwks_cache import JWKSCache
+from tests.support import DISCOVERY_URL, ISSUER, JWKS_URI, Clock, FakeIdP
 
 OKTA_ISSUER = "https://org.okta.example/oauth2/default"
 OKTA_OIDC = "https://org.okta.example/oauth2/default/.well-known/openid-configuration"
@@ -227,14 +227,6 @@ def test_https_or_loopback_http_jwks_uri_is_accepted(jwks_uri):
 
 
 # --- DiscoveredJWKSUri with the JWKS cache -------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_discovered_uri_is_cached_across_jwks_fetches(idp: FakeIdP, signer, rotated_signer):

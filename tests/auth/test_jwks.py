@@ -21,25 +21,13 @@ from jwt.utils import base64url_encode
 
 from auth.errors import InvalidToken, KeySetUnavailable
 from auth.http_fetch import MAX_DOCUMENT_BYTES, FetchError, fetch_json_object
-from auth.jwks import MAX_KEYS, JWKSCache, parse_jwk, parse_jwks
-from tests.support import JWKS_URI, SERVER_URL, FakeIdP, Signer
+from auth.jwk import MAX_KEYS, parse_jwk, parse_jwks
+from auth.jwks_cache import JWKSCache
+from tests.support import JWKS_URI, SERVER_URL, Clock, FakeIdP, Signer
 
 TTL = 600.0
 COOLDOWN = 10.0
 MAX_STALE = 3600.0
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand, so TTLs and cooldowns pass without sleeping."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 # Building a TLS context costs ~50 ms per httpx client; the mocked IdP never uses it, so share one.
@@ -52,12 +40,12 @@ def _shared_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
-async def make_cache(clock: FakeClock) -> AsyncIterator[Callable[..., JWKSCache]]:
+async def make_cache(clock: Clock) -> AsyncIterator[Callable[..., JWKSCache]]:
     caches: list[JWKSCache] = []
 
     def make(jwks_uri: Any = JWKS_URI, **options: Any) -> JWKSCache:
@@ -137,7 +125,7 @@ async def test_after_ttl_stale_key_answered_while_single_background_refresh_runs
 
 
 async def test_ttl_refresh_works_with_a_clock_starting_at_zero(idp, make_cache):
-    clock = FakeClock(start=0.0)
+    clock = Clock(start=0.0)
     cache = make_cache(clock=clock)
     await cache.get_key("rsa-1", "RS256")
     clock.advance(TTL)

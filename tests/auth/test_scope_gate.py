@@ -19,12 +19,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.challenge import ChallengeResponder
 from auth.principal import Principal
+from auth.request_auth import RequestAuth
 from auth.scope_gate import HEADER_MISMATCH, ScopeGate, fast_pass
 from tests.support import (
     BASE_URL,
     CLIENT_ID,
     ISSUER,
     MCP_HEADERS,
+    MODERN_META,
     PRM_URL,
     SERVER_URL,
     Signer,
@@ -39,11 +41,6 @@ from web.app import build_app
 READ, WRITE, CALC = "read:notes", "write:notes", "use:calculator"
 GROUP_SCOPES = (READ, WRITE, CALC)
 MODERN_VERSION = "2026-07-28"
-MODERN_META = {
-    "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
-    "io.modelcontextprotocol/clientInfo": {"name": "mcp", "version": "0.1.0"},
-    "io.modelcontextprotocol/clientCapabilities": {},
-}
 NOTE_ID = "<note id>"  # replaced by the id of a freshly created note
 
 TOOL_SCOPES = {
@@ -669,7 +666,7 @@ def make_gate(downstream: ASGIApp, max_body_bytes: int = 4096) -> ScopeGate:
 def http_scope(
     principal: Principal | None, *, method: str = "POST", path: str = "/mcp", headers: list | None = None
 ) -> Scope:
-    state = {"principal": principal} if principal is not None else {}
+    state = {"auth": RequestAuth("ok", principal)} if principal is not None else {}
     return {"type": "http", "method": method, "path": path, "headers": headers or [], "state": state}
 
 

@@ -33,6 +33,7 @@ from client import (
 )
 from client.http_retry import retry_after_seconds
 from client.token_manager import refresh_margin
+from tests.support import Clock
 
 TOKEN_URL = "https://idp.example.com/oauth/token"
 CLIENT_ID = "client-abc"
@@ -41,19 +42,6 @@ TENANT_ISSUER = "https://idp.example.com/tenant/"
 OIDC_URL = "https://idp.example.com/tenant/.well-known/openid-configuration"
 RFC8414_URL = "https://idp.example.com/.well-known/oauth-authorization-server/tenant"
 DISCOVERED_TOKEN_URL = "https://idp.example.com/tenant/oauth2/token"
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class RecordedSleeps:
@@ -96,8 +84,8 @@ def idp() -> Iterator[respx.MockRouter]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
@@ -106,7 +94,7 @@ def sleeps() -> RecordedSleeps:
 
 
 @pytest.fixture
-def make_manager(clock: FakeClock, sleeps: RecordedSleeps) -> Any:
+def make_manager(clock: Clock, sleeps: RecordedSleeps) -> Any:
     def make(**overrides: Any) -> TokenManager:
         options: dict[str, Any] = {
             "token_url": TOKEN_URL,

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from auth.doctor import Doctor
+from auth.tooling.doctor import Doctor
 from tests.support import BASE_URL, MCP_HEADERS, FakeIdP, Signer, make_claims, make_settings, rpc_body
 from web.app import build_app
 

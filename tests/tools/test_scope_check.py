@@ -14,6 +14,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult
 
 from auth.principal import Principal
+from auth.request_auth import RequestAuth
 from tests.support import CLIENT_ID, ISSUER, SERVER_URL, make_settings
 from tools.notes_store import SQLiteNotesStore
 from tools.registry import build_mcp_server, scopes_by_tool, tool_specs
@@ -53,7 +54,10 @@ class Downstream:
 
 
 def http_request(principal: object) -> SimpleNamespace:
-    return SimpleNamespace(state=SimpleNamespace(principal=principal))
+    """A request whose state carries `principal` as authentication's one result (anything else: as it is)."""
+    return SimpleNamespace(
+        state=SimpleNamespace(auth=RequestAuth("ok", principal) if isinstance(principal, Principal) else principal)
+    )
 
 
 def refusal_text(result: object) -> str:

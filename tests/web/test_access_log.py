@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from auth.dev_issuer import DevIssuer
+from auth.tooling.dev_issuer import DevIssuer
 from tests.support import BASE_URL, CLIENT_ID, SERVER_URL, FakeIdP, Signer, bearer, make_settings, rpc_body
 from tests.support import MCP_HEADERS as JSON_HEADERS
 from web.access_log import MAX_PATH_CHARS, AccessLog, access_line, incoming_request_id, loggable

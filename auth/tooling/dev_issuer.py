@@ -21,14 +21,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from auth.errors import Reason, Refusal
+from auth.refusal import refusal_response
+
 DEV_ISSUER_PATH = "/dev-issuer"
 _MAX_FORM_BYTES = 16 * 1024
 
 
-class TokenRequestError(Exception):
+class TokenRequestError(Refusal):
+    """An RFC 6749 section 5.2 error of the token endpoint."""
+
     def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.error, self.description, self.status = error, description, status
+        super().__init__(Reason.BAD_REQUEST, description=description, status=status, error=error)
 
 
 class DevIssuer:
@@ -159,17 +163,12 @@ class DevIssuer:
             return JSONResponse(self.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
         async def authorize(_: Request) -> Response:
-            return JSONResponse(
-                {
-                    "error": "unsupported_response_type",
-                    "error_description": "the dev issuer only issues "
-                    "client-credentials tokens; POST to the token endpoint instead",
-                },
-                status_code=400,
-            )
+            description = "the dev issuer only issues client-credentials tokens; POST to the token endpoint instead"
+            return refusal_response(TokenRequestError("unsupported_response_type", description))
 
         async def token(request: Request) -> Response:
             headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+            raw_headers = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
             try:
                 body = await _bounded_body(request)
                 form = parse_qs(
@@ -180,15 +179,10 @@ class DevIssuer:
                 answer = self.token_response(form, request.headers.get("authorization"))
             except TokenRequestError as exc:
                 if exc.status == 401:
-                    headers["WWW-Authenticate"] = 'Basic realm="dev-issuer"'
-                error = {"error": exc.error, "error_description": exc.description}
-                return JSONResponse(error, status_code=exc.status, headers=headers)
+                    raw_headers.append((b"www-authenticate", b'Basic realm="dev-issuer"'))
+                return refusal_response(exc, raw_headers)
             except UnicodeDecodeError:
-                error = {
-                    "error": "invalid_request",
-                    "error_description": "the form must be UTF-8",
-                }
-                return JSONResponse(error, status_code=400, headers=headers)
+                return refusal_response(TokenRequestError("invalid_request", "the form must be UTF-8"), raw_headers)
             return Response(json.dumps(answer), media_type="application/json", headers=headers)
 
         base = DEV_ISSUER_PATH

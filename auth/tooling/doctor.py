@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 
-from auth.claim_rules import ClaimRules, issuer_hint, shown
-from auth.diagnostics import audience_hint, looks_like_id_token, shape_hint, unverified_claims, unverified_header
+from auth.claims import TokenClaims, shown
 from auth.discovery import IssuerMismatch, discover_jwks_uri
-from auth.errors import AuthError
+from auth.errors import AuthError, InvalidToken, Reason
 from auth.http_fetch import FetchError
-from auth.jwks import JWKSCache
-from auth.verifier import TokenVerifier, client_id_of, normalise_scopes
+from auth.jwks_cache import JWKSCache
+from auth.jwt_verifier import JwtVerifier
+from auth.token_rules import TokenRules
+from auth.tooling.diagnostics import explain, shape_hint, unverified_claims, unverified_header
 from settings import Settings
 
 Report = Callable[[str], None]
@@ -24,7 +23,7 @@ Report = Callable[[str], None]
 class Doctor:
     def __init__(self, settings: Settings, report: Report) -> None:
         self.settings = settings
-        self.rules = ClaimRules.from_settings(settings)
+        self.rules = TokenRules.from_settings(settings)
         self.report = report
         self.problems = 0
 
@@ -40,14 +39,15 @@ class Doctor:
         s = self.settings
         self.report("Configuration")
         self.info(f"provider: {s.oauth_provider}")
-        self.info(f"accepted issuers: {list(self.rules.issuers) or 'per tenant, from the token tid'}")
-        if self.rules.allowed_tenants:
-            self.info(f"allowed tenants: {sorted(self.rules.allowed_tenants)}")
-        if self.rules.audience_optional:
+        issuer, audience = self.rules.issuer, self.rules.audience
+        self.info(f"accepted issuers: {list(issuer.issuers) or 'per tenant, from the token tid'}")
+        if issuer.allowed_tenants:
+            self.info(f"allowed tenants: {sorted(issuer.allowed_tenants)}")
+        if audience.optional:
             clients = sorted(self.rules.client_ids)
-            self.info(f"audience: {list(self.rules.audiences)} when present (Cognito); client ids: {clients}")
+            self.info(f"audience: {list(audience.audiences)} when present (Cognito); client ids: {clients}")
         else:
-            self.info(f"accepted audiences: {list(self.rules.audiences)}")
+            self.info(f"accepted audiences: {list(audience.audiences)}")
         self.info(f"algorithms: {', '.join(s.oauth_algorithms)}; leeway {s.oauth_leeway_seconds}s")
         self.info(f"MCP server URL (RFC 9728 resource): {s.mcp_server_url}")
         keys = await self._check_idp()
@@ -93,25 +93,30 @@ class Doctor:
         self.report("Token (claims shown as sent; the verdict below checks them)")
         if not self.check(token.count(".") == 2, "is a signed JWT (header.payload.signature)", shape_hint(token)):
             return
-        header, claims = unverified_header(token), unverified_claims(token)
+        header = unverified_header(token)
         alg, kid = header.get("alg"), header.get("kid")
         self.check(alg in self.settings.oauth_algorithms, f"algorithm {shown(alg)} is allowed", "see OAUTH_ALGORITHMS")
         self.check("crit" not in header, "no critical header extensions")
         if self.rules.required_typ:
-            typ, wanted = str(header.get("typ", "")).lower(), self.rules.required_typ.lower()
-            self.check(typ in (wanted, f"application/{wanted}"), f"typ {shown(header.get('typ'))} is {wanted!r}")
+            wanted = self.rules.required_typ.lower()
+            self.check(self.rules.typ_accepted(header), f"typ {shown(header.get('typ'))} is {wanted!r}")
         self.check(keys.has_kid(kid), f"kid {shown(kid)} is in the JWKS", "a rotated key? a token from another IdP?")
-        self._explain_claims(claims, header)
+        claims = unverified_claims(token)
+        if isinstance(claims, InvalidToken):
+            self.check(False, "claims have the types the rules expect", claims.detail)
+        elif claims is None:
+            self.check(False, "the payload is a JSON object")
+        else:
+            self._explain_claims(claims)
         if not keys.ready:
             self.check(False, "VERDICT: cannot be checked without the IdP's signing keys (see above)")
             return
-        verifier = TokenVerifier(
-            keys, rules=self.rules, algorithms=self.settings.oauth_algorithms, leeway=self.settings.oauth_leeway_seconds
-        )
+        verifier = JwtVerifier(keys, self.rules, algorithms=self.settings.oauth_algorithms)
         try:
             principal = await verifier.verify(token)
         except AuthError as exc:
-            self.check(False, f"VERDICT: refused with {exc.status}: {exc.description}", verifier.explain(token, exc))
+            hint = explain(token, exc, self.rules, max_token_bytes=verifier.max_token_bytes)
+            self.check(False, f"VERDICT: refused with {exc.status}: {exc.description}", hint)
             return
         missing = [scope for scope in self.settings.oauth_required_scopes if scope not in principal.scopes]
         if missing:
@@ -120,38 +125,26 @@ class Doctor:
         kind = "machine" if principal.is_machine else "user"
         self.check(True, f"VERDICT: accepted: subject {principal.subject!r}, client {principal.client_id!r}, {kind}")
 
-    def _explain_claims(self, claims: dict[str, Any], header: dict[str, Any]) -> None:
-        issuer = claims.get("iss")
-        if self.rules.issuers:
-            hint = issuer_hint(issuer, self.rules.issuers)
-            self.check(issuer in self.rules.issuers, f"issuer {shown(issuer)} is accepted", hint)
-        if not (self.rules.audience_optional and "aud" not in claims):
-            aud = claims.get("aud")
-            audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-            ok = any(a in self.rules.audiences for a in audiences)
-            self.check(ok, f"audience {shown(aud)} is accepted", audience_hint(claims, header, self.rules.audiences))
+    def _explain_claims(self, claims: TokenClaims) -> None:
+        """Each claim rule the verifier enforces, asked the same way, with the cause when it fails."""
         now = time.time()
-        leeway = self.settings.oauth_leeway_seconds
-        exp, nbf = claims.get("exp"), claims.get("nbf")
-        if isinstance(exp, int | float) and not isinstance(exp, bool):
-            self.check(exp + leeway > now, f"expires {_when(exp)} (now {_when(now)})", "get a fresh token")
-        else:
-            self.check(False, f"exp {shown(exp)} is a number", "exp is required")
-        if isinstance(nbf, int | float) and not isinstance(nbf, bool):
-            self.check(nbf - leeway <= now, f"not before {_when(nbf)}", "clock skew? see OAUTH_LEEWAY_SECONDS")
-        try:
-            scopes = sorted(normalise_scopes(claims, prefix=self.rules.scope_prefix))
-            client = client_id_of(claims)
-        except AuthError as exc:
-            self.check(False, exc.description)
-            return
-        self.info(f"scopes: {scopes or 'none'}; client id: {client!r}; subject: {shown(claims.get('sub'))}")
-        if looks_like_id_token(claims):
+        for rule in self.rules.claim_rules:
+            try:
+                rule.check(claims, now)
+            except InvalidToken as exc:
+                self.check(False, rule.label(claims), _advice(exc))
+            else:
+                self.check(True, rule.label(claims))
+        scopes = sorted(claims.scopes(self.rules.scope_prefix))
+        subject = shown(claims.subject)
+        self.info(f"scopes: {scopes or 'none'}; client id: {claims.client_id!r}; subject: {subject}")
+        if claims.looks_like_id_token and self.rules.token_use is None:
             self.check(False, "is an access token", "this looks like an ID token: send the access token instead")
 
 
-def _when(moment: float) -> str:
-    try:
-        return datetime.fromtimestamp(moment, tz=UTC).isoformat().replace("+00:00", "Z")
-    except (OverflowError, OSError, ValueError):
-        return repr(moment)
+def _advice(exc: InvalidToken) -> str:
+    if exc.reason is Reason.EXPIRED:
+        return "get a fresh token"
+    if exc.reason is Reason.NOT_YET_VALID:
+        return "clock skew? see OAUTH_LEEWAY_SECONDS"
+    return exc.detail

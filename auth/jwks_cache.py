@@ -6,103 +6,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
-from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from auth.errors import InvalidToken, KeySetUnavailable
+from auth.errors import InvalidToken, KeySetUnavailable, Reason
 from auth.http_fetch import FetchError, fetch_json_object
-from settings import SUPPORTED_ALGORITHMS
+from auth.jwk import VerificationKey, parse_jwks
 
 logger = logging.getLogger(__name__)
 
-MAX_KEYS = 64
-MIN_RSA_BITS = 2048
-_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
-_EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
-_OKP_CURVES = ("Ed25519", "Ed448")
-
-PublicKey = RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448PublicKey
-
-
-@dataclass(frozen=True, slots=True)
-class VerificationKey:
-    kid: str | None
-    kty: str
-    crv: str | None
-    alg: str | None
-    key: PublicKey
-
-    def fits(self, alg: str) -> bool:
-        """True when a token signed with `alg` may be checked with this key."""
-        if self.alg is not None and self.alg != alg:
-            return False
-        if alg.startswith(("RS", "PS")):
-            return self.kty == "RSA"
-        if alg in _EC_CURVES:
-            return self.kty == "EC" and self.crv == _EC_CURVES[alg]
-        if alg == "EdDSA":
-            return self.kty == "OKP"
-        return False
-
-
-def parse_jwk(entry: object) -> VerificationKey | None:
-    """One JWKS entry as a public verification key, or None when this server cannot or must not use it."""
-    if not isinstance(entry, dict):
-        return None
-    kty, kid, alg = entry.get("kty"), entry.get("kid"), entry.get("alg")
-    if entry.get("use", "sig") != "sig" or any(member in entry for member in _PRIVATE_MEMBERS):
-        return None
-    key_ops = entry.get("key_ops")
-    if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
-        return None
-    if (kid is not None and not isinstance(kid, str)) or (alg is not None and alg not in SUPPORTED_ALGORITHMS):
-        return None
-    crv = entry.get("crv")
-    try:
-        if kty == "RSA":
-            key: Any = RSAAlgorithm.from_jwk(entry)
-            if not isinstance(key, RSAPublicKey) or key.key_size < MIN_RSA_BITS:
-                return None
-        elif kty == "EC" and crv in _EC_CURVES.values():
-            key = ECAlgorithm.from_jwk(entry)
-            if not isinstance(key, EllipticCurvePublicKey):
-                return None
-        elif kty == "OKP" and crv in _OKP_CURVES:
-            key = OKPAlgorithm.from_jwk(entry)
-            if not isinstance(key, Ed25519PublicKey | Ed448PublicKey):
-                return None
-        else:
-            return None
-    except Exception:  # noqa: BLE001 - any malformed member skips this entry, never the whole set
-        return None
-    return VerificationKey(kid=kid, kty=kty, crv=crv, alg=alg, key=key)
-
-
-def parse_jwks(document: dict[str, Any]) -> list[VerificationKey]:
-    entries = document.get("keys")
-    if not isinstance(entries, list):
-        raise FetchError("JWKS document has no 'keys' list")
-    keys = [key for key in map(parse_jwk, entries[:MAX_KEYS]) if key is not None]
-    skipped = len(entries) - len(keys)
-    if skipped:
-        logger.info(
-            "JWKS: skipped %d entr%s this server cannot use",
-            skipped,
-            "y" if skipped == 1 else "ies",
-        )
-    if not keys:
-        raise FetchError("JWKS has no usable signing keys")
-    return keys
-
-
-KEY_UNKNOWN = "token signing key is unknown"  # get_key's refusal that a refresh of the key set can change
 _MAX_FOUND = 1024  # (kid, alg) lookups remembered per key set: far more than an IdP's keys and our algorithms
 
 
@@ -210,7 +123,7 @@ class JWKSCache:
             if self._may_fetch(now):
                 await self.refresh()
             if not self._usable(self._clock()):
-                raise KeySetUnavailable("signing keys are temporarily unavailable")
+                raise KeySetUnavailable()
         elif self._fetched_at is not None and now - self._fetched_at >= self._ttl and self._may_fetch(now):
             self._start_refresh()  # stale but usable: revalidate without making anyone wait
 
@@ -220,11 +133,8 @@ class JWKSCache:
             found = self._find(kid, alg)
         if found is None:
             if kid in self._keys:
-                raise InvalidToken(
-                    "token algorithm does not match its key",
-                    detail=f"alg {alg} does not fit kid",
-                )
-            raise InvalidToken(KEY_UNKNOWN, detail="no JWKS key matches the token's kid")
+                raise InvalidToken(Reason.KEY_MISMATCH, detail=f"alg {alg} does not fit kid")
+            raise InvalidToken(Reason.KEY_UNKNOWN, detail="no JWKS key matches the token's kid")
         return found
 
     def _find(self, kid: str | None, alg: str) -> VerificationKey | None:

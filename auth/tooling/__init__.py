@@ -1,0 +1,1 @@
+"""Tooling no request goes through: the doctor, refusal explanations for the log, the development issuer."""
