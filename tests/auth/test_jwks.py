@@ -125,7 +125,7 @@ async def test_after_ttl_stale_key_answered_while_single_background_refresh_runs
 
 
 async def test_ttl_refresh_works_with_a_clock_starting_at_zero(idp, make_cache):
-    clock = Clock(start=0.0)
+    clock = Clock(now=0.0)
     cache = make_cache(clock=clock)
     await cache.get_key("rsa-1", "RS256")
     clock.advance(TTL)
