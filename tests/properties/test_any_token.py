@@ -48,6 +48,7 @@ CLAIM_NAMES = [
     "cnf",
     "nonce",
     "at_hash",
+    "custom",  # a claim no rule reads: carried in the Principal's claims, never shown
 ]
 HEADER_NAMES = ["alg", "kid", "typ", "crit", "b64", "jku", "x5u", "jwk", "nonce"]
 BOUNDED = settings(
@@ -125,6 +126,7 @@ def assert_answered(response: Any) -> None:
 @example(changes={"exp": 10**40})
 @example(changes={"exp": 1.5e308, "iat": -1})
 @example(changes={"cnf": {"jkt": "abc"}})
+@example(changes={"custom": "\ud800", "name": ["\udfff"]})  # claims no rule reads: carried, never shown
 @example(changes={"iss": ["https://idp.example.com/"]})
 def test_any_claims_in_a_correctly_signed_token_get_a_4xx_or_a_structured_answer(
     world: tuple[TestClient, Signer], changes: dict[str, Any]
