@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.mcpserver import MCPServer
@@ -25,7 +26,7 @@ from auth.jwks import JWKSCache
 from auth.middleware import BearerAuthMiddleware
 from auth.scope_gate import ScopeGate
 from auth.verifier import TokenVerifier
-from settings import Settings
+from settings import Settings, is_loopback_host
 from tools.notes_store import NotesLimits, SQLiteNotesStore
 from tools.registry import build_mcp_server, scopes_by_tool, tool_scopes, tool_specs
 from web.access_log import AccessLog
@@ -191,6 +192,7 @@ def build_app(
             allowed_hosts=allowed_hosts_for(settings.mcp_server_url, settings.mcp_allowed_hosts),
             allowed_origins=[*origins, origin_of(settings.mcp_server_url)],
             protected_path=MCP_PATH,
+            loopback_origins=is_loopback_host(urlsplit(settings.mcp_server_url).hostname or ""),
         ),
         Middleware(
             BearerAuthMiddleware,
