@@ -19,6 +19,7 @@ import yaml
 from kubernetes_validate.utils import ValidationError, latest_version
 
 from settings import Settings
+from tests.deploy.secret_names import URL_WITH_PASSWORD, is_secret_like
 from web.well_known import resource_metadata_url
 
 # The newest Kubernetes release kubernetes-validate's bundle (pinned in requirements-dev.txt) has schemas for.
@@ -36,14 +37,7 @@ AWAITED_SETTINGS = frozenset({"NOTES_DB_POOL_MIN", "NOTES_DB_POOL_MAX", "NOTES_D
 Manifest = dict[str, Any]
 Base = dict[str, Manifest]  # file name -> its one object
 
-_SECRET_NAME = re.compile(r"(^|_)(PASSWORD|PASSWD|SECRET|TOKEN|DATABASE_URL|KEY)$|DSN", re.IGNORECASE)
 _FLAG = re.compile(r"^--?([A-Za-z0-9_.-]+)(?:=(.*))?$")
-_URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
-
-
-def is_secret_like(name: str) -> bool:
-    """`*_PASSWORD`, `*_SECRET`, `*_TOKEN`, `*_DATABASE_URL`, `*_KEY` and DSNs; a `*_FILE` name holds a path."""
-    return bool(_SECRET_NAME.search(name.replace("-", "_")))
 
 
 def manifest_files() -> list[Path]:
@@ -238,7 +232,7 @@ def literal_secret_problems(base: Base) -> list[str]:
         for item in container.get("env", []):
             if "value" in item and is_secret_like(item["name"]):
                 problems.append(f"{where}: env {item['name']} has a literal value; use valueFrom.secretKeyRef")
-            if _URL_PASSWORD.search(str(item.get("value", ""))):
+            if URL_WITH_PASSWORD.search(str(item.get("value", ""))):
                 problems.append(f"{where}: env {item['name']} holds a URL with a password")
         words = [str(word) for word in container.get("command", []) + container.get("args", [])]
         for index, word in enumerate(words):
@@ -249,12 +243,12 @@ def literal_secret_problems(base: Base) -> list[str]:
                     problems.append(f"{where}: argument {flag.group(1)} is given a literal value")
             elif value and is_secret_like(name):
                 problems.append(f"{where}: argument {name}= has a literal value")
-            if _URL_PASSWORD.search(word):
+            if URL_WITH_PASSWORD.search(word):
                 problems.append(f"{where}: an argument holds a URL with a password")
     for key, value in config_map_data(base).items():
         if is_secret_like(key):
             problems.append(f"ConfigMap: key {key} is secret-like; it belongs in the Secret")
-        if _URL_PASSWORD.search(str(value)):
+        if URL_WITH_PASSWORD.search(str(value)):
             problems.append(f"ConfigMap: {key} holds a URL with a password")
     for secret in objects_of(base, "Secret"):
         if secret.get("data") or secret.get("stringData"):
