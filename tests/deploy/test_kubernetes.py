@@ -18,7 +18,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import ValidationError, latest_version
 
-from settings import Settings
+from settings import Settings, SettingsError, load_settings
 from tests.deploy.secret_names import URL_WITH_PASSWORD, is_secret_like
 from web.well_known import resource_metadata_url
 
@@ -158,12 +158,12 @@ def disruption_problems(base: Base) -> list[str]:
     problems = []
     if not pod_labels_match(pdb.get("selector", {}), base):
         problems.append("PodDisruptionBudget: its selector does not select the Deployment's pods")
+    # The disruption controller rounds percentages up, for maxUnavailable and minAvailable alike.
     if "maxUnavailable" in pdb:
         value = pdb["maxUnavailable"]
-        evictable = int(value[:-1]) * fewest // 100 if isinstance(value, str) else value
+        evictable = -(-int(value[:-1]) * fewest // 100) if isinstance(value, str) else value
     elif "minAvailable" in pdb:
         value = pdb["minAvailable"]
-        # Kubernetes rounds a percentage of minAvailable up.
         needed = -(-int(value[:-1]) * fewest // 100) if isinstance(value, str) else value
         evictable = fewest - needed
     else:
@@ -232,6 +232,8 @@ def literal_secret_problems(base: Base) -> list[str]:
         for item in container.get("env", []):
             if "value" in item and is_secret_like(item["name"]):
                 problems.append(f"{where}: env {item['name']} has a literal value; use valueFrom.secretKeyRef")
+            elif is_secret_like(item["name"]) and "secretKeyRef" not in item.get("valueFrom", {}):
+                problems.append(f"{where}: env {item['name']} is not read from a Secret (valueFrom.secretKeyRef)")
             if URL_WITH_PASSWORD.search(str(item.get("value", ""))):
                 problems.append(f"{where}: env {item['name']} holds a URL with a password")
         words = [str(word) for word in container.get("command", []) + container.get("args", [])]
@@ -282,10 +284,23 @@ def config_map_problems(base: Base) -> list[str]:
         problems.append(f"container {server['name']}: no envFrom configMapRef")
     if referenced - shipped:
         problems.append(f"envFrom names ConfigMaps the base does not ship: {sorted(referenced - shipped)}")
+    data = config_map_data(base)
     known = {name.upper() for name in Settings.model_fields} | AWAITED_SETTINGS
-    for key in config_map_data(base):
+    for key in data:
         if key not in known and not key.startswith("OTEL_"):
             problems.append(f"ConfigMap: {key} is not a setting of the server (a typo is silently ignored)")
+    # The probes and the Service reach the declared port only if the server listens there, on every interface.
+    if data.get("HOST", "0.0.0.0") not in ("0.0.0.0", "::"):
+        problems.append(f"ConfigMap: HOST is {data['HOST']}; the pod's probes and Service need 0.0.0.0 (or ::)")
+    numbers = {port["containerPort"] for port in server.get("ports", [])}
+    if "PORT" in data and int(data["PORT"]) not in numbers:
+        problems.append(f"ConfigMap: PORT is {data['PORT']}, but the container declares {sorted(numbers)}")
+    # The values as the server will read them (no .env; secrets come from the Secret at run time).
+    fields = {key.lower(): value for key, value in data.items() if key.lower() in Settings.model_fields}
+    try:
+        load_settings(_env_file=None, **fields).require_issuer()
+    except SettingsError as exc:
+        problems.append(f"ConfigMap: the server refuses its values: {exc}")
     return problems
 
 
@@ -492,11 +507,21 @@ def test_the_base_keeps_the_contract(rule: str):
     assert problems == [], "\n".join(problems)
 
 
-def test_the_grace_period_counts_the_servers_default_shutdown_grace():
-    default = Settings.model_fields["shutdown_grace_seconds"].default
-    base = load_base()
-    assert "SHUTDOWN_GRACE_SECONDS" not in config_map_data(base)
-    assert shutdown_grace_seconds(base) == default
+def test_the_grace_period_counts_the_servers_default_shutdown_grace_unless_configured():
+    base = copy.deepcopy(load_base())
+    the(base, "ConfigMap")["data"].pop("SHUTDOWN_GRACE_SECONDS", None)
+    assert shutdown_grace_seconds(base) == Settings.model_fields["shutdown_grace_seconds"].default
+    the(base, "ConfigMap")["data"]["SHUTDOWN_GRACE_SECONDS"] = "12.5"
+    assert shutdown_grace_seconds(base) == 12.5
+
+
+@pytest.mark.parametrize("budget", [{"maxUnavailable": "10%"}, {"minAvailable": "50%"}])
+def test_a_percentage_budget_is_rounded_up_as_kubernetes_does(budget: dict[str, str]):
+    base = copy.deepcopy(load_base())
+    spec = the(base, "PodDisruptionBudget")["spec"]
+    spec.pop("maxUnavailable")
+    spec.update(budget)
+    assert disruption_problems(base) == []  # 2 replicas: 10 % rounds up to 1 eviction, 50 % up to 1 kept
 
 
 @pytest.mark.parametrize(
@@ -645,6 +670,36 @@ BREAKAGES: list[tuple[str, str, Callable[[Base], None], str]] = [
         "config_map_problems",
         lambda b: the(b, "ConfigMap")["data"].update(OAUTH_ISUER="https://idp.example.com/"),
         "OAUTH_ISUER is not a setting",
+    ),
+    (
+        "database URL from a ConfigMap key",
+        "literal_secret_problems",
+        lambda b: _server(b)["env"][0].update(valueFrom={"configMapKeyRef": {"name": "c", "key": "url"}}),
+        "env NOTES_DATABASE_URL is not read from a Secret",
+    ),
+    (
+        "server on loopback only",
+        "config_map_problems",
+        lambda b: the(b, "ConfigMap")["data"].update(HOST="127.0.0.1"),
+        "HOST is 127.0.0.1",
+    ),
+    (
+        "server on another port",
+        "config_map_problems",
+        lambda b: the(b, "ConfigMap")["data"].update(PORT="9000"),
+        "PORT is 9000, but the container declares [8000]",
+    ),
+    (
+        "plain http public URL",
+        "config_map_problems",
+        lambda b: the(b, "ConfigMap")["data"].update(MCP_SERVER_URL="http://mcp.example.com/mcp"),
+        "the server refuses its values: MCP_SERVER_URL: expected https://",
+    ),
+    (
+        "no issuer",
+        "config_map_problems",
+        lambda b: the(b, "ConfigMap")["data"].pop("OAUTH_ISSUER"),
+        "the server refuses its values: OAUTH_ISSUER: missing",
     ),
     (
         "no envFrom",
