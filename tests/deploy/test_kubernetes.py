@@ -478,6 +478,32 @@ def test_the_kustomization_lists_every_file_of_the_folder():
     assert set(listed) == on_disk, f"not listed: {sorted(on_disk - set(listed))}"
 
 
+def generator_problems(config: dict[str, Any]) -> list[str]:
+    """kustomize generators are manifests too: no Secret from them, no secret-like literal in a ConfigMap."""
+    problems = [
+        f"secretGenerator {item.get('name')}: secrets are created with kubectl"
+        for item in config.get("secretGenerator", [])
+    ]
+    for item in config.get("configMapGenerator", []):
+        for literal in item.get("literals", []):
+            name = literal.partition("=")[0]
+            if is_secret_like(name) or URL_WITH_PASSWORD.search(literal):
+                problems.append(f"configMapGenerator {item.get('name')}: literal {name} is a secret")
+    return problems
+
+
+def test_the_kustomization_generates_no_secret():
+    assert generator_problems(kustomization()) == []
+    broken = {
+        "secretGenerator": [{"name": "db", "literals": ["url=postgresql://a:b@c/d"]}],
+        "configMapGenerator": [{"name": "config", "literals": ["METRICS_TOKEN=0123456789abcdef", "LOG_FORMAT=json"]}],
+    }
+    assert generator_problems(broken) == [
+        "secretGenerator db: secrets are created with kubectl",
+        "configMapGenerator config: literal METRICS_TOKEN is a secret",
+    ]
+
+
 def test_the_image_is_the_makefiles_and_settable_with_kustomize():
     built = re.search(r"docker build -t ([^:\s]+):", (ROOT / "Makefile").read_text(encoding="utf-8"))
     assert built, "the Makefile's image target names the image"
