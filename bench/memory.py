@@ -22,7 +22,7 @@ RUN_LIMIT = 600  # seconds: the pass over every token must end within this
 class MemoryResult:
     tokens: int
     cache_entries: int
-    requests: int
+    answered: int  # POST /mcp answered during the pass, by the server's count
     wrong: int
     rss_before_mib: float
     rss_after_mib: float
@@ -80,6 +80,7 @@ def memory_run(
         while process.poll() is None and mcp_posts_answered(port) < answered + distinct:
             time.sleep(0.5)
         seconds = time.perf_counter() - started
+        answered = mcp_posts_answered(port) - answered  # the server's count: wrk may miss the last answers
         process.send_signal(signal.SIGINT)
         result = wrk.parse_result(process.communicate(timeout=60)[0])
         after = rss_mib(target.pid)
@@ -88,7 +89,7 @@ def memory_run(
     return MemoryResult(
         tokens=distinct,
         cache_entries=cache_entries,
-        requests=result.requests,
+        answered=answered,
         wrong=result.failures,
         rss_before_mib=before,
         rss_after_mib=after,
