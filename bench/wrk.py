@@ -67,7 +67,7 @@ def parse_result(output: str) -> WrkResult:
             p99_us=int(data["p99_us"]),
             wrong_kinds={str(kind): int(count) for kind, count in dict(data["wrong_kinds"]).items()},
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"unreadable WRK_RESULT line: {line!r}") from exc
 
 
