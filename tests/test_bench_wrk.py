@@ -45,6 +45,7 @@ def test_the_result_line_is_found_among_wrks_own_output():
         'WRK_RESULT {"requests": 1}',
         "WRK_RESULT " + json.dumps({**FIGURES, "requests": "many"}),
         "WRK_RESULT " + json.dumps({**FIGURES, "wrong_kinds": [1, 2]}),
+        "WRK_RESULT " + json.dumps({**FIGURES, "requests": float("inf")}),
     ],
 )
 def test_output_without_a_readable_result_line_is_refused(output: str):
