@@ -36,8 +36,9 @@ test: $(STAMP) $(INSPECTOR_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-# Load test on 127.0.0.1 (wrk from Debian and an SDK-only venv, installed by bench/setup.sh); see docs/performance.md.
-# Results in docs/performance.md; BENCH_ARGS passes options, e.g. BENCH_ARGS="--repeats 3 --memory-tokens 0".
+# The project's benchmark on 127.0.0.1: A against B, C and C+, each floor a PASS/FAIL line (docs/performance.md).
+# wrk and an SDK-only venv come from bench/setup.sh. BENCH_ARGS passes options, e.g. a short run:
+# BENCH_ARGS="--repeats 1 --duration 2 --startups 1 --memory-tokens 1000", or "--no-fail-on-floor".
 .PHONY: bench
 bench: $(STAMP)
 	VENV=$(VENV) bench/setup.sh
