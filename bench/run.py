@@ -104,11 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     idp = FakeIdP(workdir, idp_port, load_cpu)
     environ = dict(os.environ)
     targets = make_targets(workdir, idp_port, args.sdk_python, environ)
-    idp.start()
     try:
+        idp.start()
         token_files = mint_tokens(issuer, targets, workdir)
         session = Session(workdir, args.duration, args.connections, server_cpu, load_cpu, idp, targets, token_files)
         return run_all(session, issuer, environ, args)
+    except RuntimeError as exc:  # a target that does not start, wrk failing, wrong answers side by side
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
     finally:
         for target in targets.values():
             target.stop()

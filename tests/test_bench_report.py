@@ -130,7 +130,6 @@ def test_floors_without_runs_are_skipped_not_passed():
 
 def test_a_wrong_answer_fails_its_line():
     runs = full_runs()
-    runs[0] = run("A", "one_token", 0, rps=2000)
     runs[0] = Run("A", "one_token", 0, WrkResult(10, 5_000_000, 9, 1, 0, 0, 1, 1), 1.0, 80.0, 0)
     assert judged(runs, mem=memory())["wrong answers, all runs"].status is Status.FAIL
 
