@@ -36,6 +36,7 @@ class Check:
     floor: str
     measured: str
     status: Status
+    correctness: bool = False  # a check of the answers, not of speed: its FAIL always fails the run
 
     def line(self) -> str:
         return f"{self.status.name} {self.what}: {self.measured} (floor: {self.floor})"
@@ -83,6 +84,17 @@ def checks(
     runs: list[Run], *, duration: float, startups: dict[str, list[float]], memory: MemoryResult | None
 ) -> list[Check]:
     """Every line of the floor, judged on these runs; SKIP where this run measured nothing to judge."""
+    return [
+        *speedup_checks(runs),
+        *flood_checks(runs),
+        jwks_check(runs, duration),
+        memory_check(memory),
+        startup_check(startups.get("A", [])),
+        wrong_answers_check(sum(run.wrong for run in runs) + (memory.wrong if memory else 0)),
+    ]
+
+
+def speedup_checks(runs: list[Run]) -> list[Check]:
     found = []
     for scenario, title, floor in (
         ("one_token", "A vs C, one token", SPEEDUP_ONE_TOKEN),
@@ -91,41 +103,43 @@ def checks(
         ratio, plus = speedup(runs, scenario), speedup(runs, scenario, "C+")
         measured = f"{ratio:.2f}x calls/s (vs C+: {plus:.2f}x)"
         found.append(Check(title, f">= {floor:g}x", measured, _status(ratio >= floor, ratio)))
+    return found
+
+
+def flood_checks(runs: list[Run]) -> list[Check]:
+    """A's 401s per second in each flood over C's calls per second with one token, in the same repeat."""
+    found = []
     for scenario, (title, floor) in FLOODS.items():
         ratio = speedup(runs, scenario, "C", "one_token")
         cost = median(run.cpu_us_per_request for run in runs_of(runs, "A", scenario))
         measured = f"{ratio:.1f}x ({cost:.0f} us CPU per 401)"
-        found.append(
-            Check(f"{title}: A's 401s/s vs C's calls/s", f">= {floor:g}x", measured, _status(ratio >= floor, ratio))
-        )
-    budget = fetch_budget(duration)
-    worst = {
-        name: max(run.jwks_fetches for run in runs_of(runs, "A", name)) for name in FLOODS if runs_of(runs, "A", name)
-    }
-    found.append(
-        Check(
-            "JWKS fetches during floods",
-            f"<= 1 per {JWKS_COOLDOWN:g} s cooldown, so <= {budget} per {duration:g} s run",
-            ", ".join(f"{name} {count}" for name, count in worst.items()) + " (most in one run)"
-            if worst
-            else "no flood run",
-            Status.PASS if worst and max(worst.values()) <= budget else Status.FAIL if worst else Status.SKIP,
-        )
-    )
-    found.append(memory_check(memory))
-    slowest = max(startups.get("A", []), default=math.nan)
-    measured = f"slowest {slowest:.2f} s, median {median(startups.get('A', [])):.2f} s of {len(startups.get('A', []))}"
-    found.append(
-        Check(
-            "A's start-up to its first correct answer",
-            f"<= {STARTUP_SECONDS:g} s",
-            measured,
-            _status(slowest <= STARTUP_SECONDS, slowest),
-        )
-    )
-    wrong = sum(run.wrong for run in runs) + (memory.wrong if memory else 0)
-    found.append(Check("wrong answers, all runs", "0", str(wrong), Status.PASS if wrong == 0 else Status.FAIL))
+        what = f"{title}: A's 401s/s vs C's calls/s"
+        found.append(Check(what, f">= {floor:g}x", measured, _status(ratio >= floor, ratio)))
     return found
+
+
+def jwks_check(runs: list[Run], duration: float) -> Check:
+    budget = fetch_budget(duration)
+    floor = f"<= 1 per {JWKS_COOLDOWN:g} s cooldown, so <= {budget} per {duration:g} s run"
+    worst = {name: max(run.jwks_fetches for run in found) for name in FLOODS if (found := runs_of(runs, "A", name))}
+    if not worst:
+        return Check("JWKS fetches during floods", floor, "no flood run", Status.SKIP)
+    measured = ", ".join(f"{name} {count}" for name, count in worst.items()) + " (most in one run)"
+    status = Status.PASS if max(worst.values()) <= budget else Status.FAIL
+    return Check("JWKS fetches during floods", floor, measured, status)
+
+
+def startup_check(seconds: list[float]) -> Check:
+    """The slowest of A's starts counts."""
+    slowest = max(seconds, default=math.nan)
+    measured = f"slowest {slowest:.2f} s, median {median(seconds):.2f} s of {len(seconds)}"
+    status = _status(slowest <= STARTUP_SECONDS, slowest)
+    return Check("A's start-up to its first correct answer", f"<= {STARTUP_SECONDS:g} s", measured, status)
+
+
+def wrong_answers_check(wrong: int) -> Check:
+    status = Status.PASS if wrong == 0 else Status.FAIL
+    return Check("wrong answers, all runs", "0", str(wrong), status, correctness=True)
 
 
 def memory_check(memory: MemoryResult | None) -> Check:

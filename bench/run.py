@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def exit_status(checks: list[Check], *, fail_on_floor: bool) -> int:
     """1 for a wrong answer; 1 for a missed floor unless told not to; else 0. A skipped line never fails."""
-    wrong = any(check.what.startswith("wrong answers") and check.status is Status.FAIL for check in checks)
+    wrong = any(check.correctness and check.status is Status.FAIL for check in checks)
     missed = any(check.status is Status.FAIL for check in checks)
     return 1 if wrong or (missed and fail_on_floor) else 0
 

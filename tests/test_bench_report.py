@@ -141,7 +141,7 @@ def test_a_vs_b_is_a_figure_from_both_measures():
 
 
 def check(what: str, status: Status) -> floor.Check:
-    return floor.Check(what, "x", "y", status)
+    return floor.Check(what, "x", "y", status, correctness=what.startswith("wrong"))
 
 
 @pytest.mark.parametrize(
@@ -178,4 +178,10 @@ def test_the_report_holds_the_table_a_vs_b_and_every_floor_line():
     assert all(check.line() in text for check in checks)
     raw = json.loads(report.results_json(runs, {"A": [0.6]}, {}, None, checks))
     assert len(raw["runs"]) == len(runs)
-    assert raw["checks"][-1] == {"what": "wrong answers, all runs", "floor": "0", "measured": "0", "status": "PASS"}
+    assert raw["checks"][-1] == {
+        "what": "wrong answers, all runs",
+        "floor": "0",
+        "measured": "0",
+        "status": "PASS",
+        "correctness": True,
+    }
