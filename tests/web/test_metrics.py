@@ -15,7 +15,8 @@ from starlette.testclient import TestClient
 
 from settings import SettingsError, load_settings
 from tests.support import BASE_URL, MCP_HEADERS, FakeIdP, Signer, bearer, make_settings, parse_mcp_response, rpc_body
-from web.app import build_app
+from tools.notes_store import SQLiteNotesStore
+from web.app import build_app, pool_stats_of
 from web.metrics import Histogram, Metrics, exposition, metrics_registry, route_template
 
 METRICS_TOKEN = "scrape-token-0123456789abcdef"
@@ -365,3 +366,13 @@ def test_request_observations_are_counted_at_once():
     assert value(samples, "mcp_http_requests_total", route="/mcp", method="POST", status="200") == 3
     assert value(samples, "mcp_http_request_duration_seconds_count", route="/mcp") == 3
     assert value(samples, "mcp_auth_outcomes_total", outcome="ok") == 3
+
+
+def test_a_store_with_a_pool_reports_its_statistics_and_sqlite_does_not(tmp_path):
+    class PooledStore:
+        def pool_stats(self) -> dict[str, float]:
+            return {"pool_size": 2}
+
+    stats = pool_stats_of(PooledStore())
+    assert stats is not None and stats() == {"pool_size": 2}
+    assert pool_stats_of(SQLiteNotesStore(tmp_path / "notes.db")) is None
