@@ -39,6 +39,8 @@ Provider = Literal["oidc", "auth0", "okta", "entra", "cognito"]
 LogFormat = Literal["text", "json"]
 LOOPBACK_PROXIES = ("127.0.0.1", "::1")
 MIN_METRICS_TOKEN_CHARS = 16
+TRACES_EXPORTERS = ("otlp", "console", "none")
+OTLP_PROTOCOL = "http/protobuf"
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
@@ -142,6 +144,17 @@ class Settings(BaseSettings):
     # When set, GET /metrics needs `Authorization: Bearer <token>`; when unset, only loopback may scrape.
     metrics_token: SecretStr | None = None
 
+    # --- tracing (OpenTelemetry's standard variables; web/tracing.py decides from them) ---------------
+    # On when OTEL_TRACES_EXPORTER names an exporter (otlp, console) or an OTLP endpoint is set; `none` wins.
+    # The SDK reads its other standard variables itself (OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER, OTEL_BSP_*).
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: CommaList = Field(default_factory=list)
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_traces_endpoint: str = ""
+    otel_exporter_otlp_protocol: str = ""
+    otel_exporter_otlp_traces_protocol: str = ""
+    otel_service_name: str = ""
+
     # --- tools ---------------------------------------------------------------------------------
     # Scope each tool group needs; an empty value means the group needs none.
     notes_read_scope: str = "read:notes"
@@ -166,6 +179,7 @@ class Settings(BaseSettings):
         "mcp_allowed_hosts",
         "cors_allow_origins",
         "forwarded_allow_ips",
+        "otel_traces_exporter",
         mode="before",
     )
     @classmethod
@@ -303,6 +317,33 @@ class Settings(BaseSettings):
                 raise ValueError("expected a token without spaces or control characters")
             if len(raw) < MIN_METRICS_TOKEN_CHARS:
                 raise ValueError(f"expected at least {MIN_METRICS_TOKEN_CHARS} characters (e.g. openssl rand -hex 32)")
+        return value
+
+    @field_validator("otel_traces_exporter")
+    @classmethod
+    def _traces_exporter(cls, value: list[str]) -> list[str]:
+        names = [name.lower() for name in value]
+        for name in names:
+            if name not in TRACES_EXPORTERS:
+                raise ValueError(f"expected otlp, console or none (comma-separated), got {name!r}")
+        return list(dict.fromkeys(names))
+
+    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+                raise ValueError(f"expected an http:// or https:// URL like http://otel-collector:4318, got {value!r}")
+        return value
+
+    @field_validator("otel_exporter_otlp_protocol", "otel_exporter_otlp_traces_protocol")
+    @classmethod
+    def _otlp_protocol(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value and value != OTLP_PROTOCOL:
+            raise ValueError(f"only {OTLP_PROTOCOL} is supported (the OTLP/HTTP exporter is installed), got {value!r}")
         return value
 
     @field_validator("oauth_domain")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -208,3 +209,51 @@ def test_dev_server_works_with_a_production_dotenv_in_place(tmp_path):
         assert response.status_code == 200, response.text
         identity = parse_mcp_response(response)["result"]["structuredContent"]
         assert identity["audience"] == [f"{server.base_url}/mcp"]
+
+
+# --- tracing ------------------------------------------------------------------------------------------
+
+
+def printed_spans(stdout: str) -> list[dict]:
+    """The JSON objects the console span exporter printed (one per span, indented), among the banner's lines."""
+    decoder, spans, position = json.JSONDecoder(), [], 0
+    while (start := stdout.find("{\n", position)) >= 0:
+        try:
+            span, position = decoder.raw_decode(stdout, start)
+        except ValueError:
+            position = start + 1
+            continue
+        spans.append(span)
+    return spans
+
+
+def test_console_tracing_exports_buffered_spans_at_sigterm(tmp_path):
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    # The batch processor would wait a minute: only the shutdown after SIGTERM can export these spans.
+    values = {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "60000", "LOG_FORMAT": "json"}
+    with running_server("--dev", cwd=tmp_path, **values) as server:
+        token = server.banner_token()
+        body = rpc_body("tools/call", {"name": "get_me", "arguments": {}})
+        headers = {**legacy_headers(token), "traceparent": f"00-{trace_id}-{parent_id}-01"}
+        response = httpx.post(f"{server.base_url}/mcp", json=body, headers=headers, timeout=10.0)
+        assert response.status_code == 200, response.text
+        assert '"name": "POST /mcp"' not in server.stdout  # still buffered
+        server.process.send_signal(signal.SIGTERM)
+        assert server.wait_exit(timeout=10) == 0
+    spans = printed_spans(server.stdout)
+    [request] = [span for span in spans if span["name"] == "POST /mcp"]
+    assert request["kind"] == "SpanKind.SERVER"
+    assert request["context"]["trace_id"] == f"0x{trace_id}"
+    assert request["parent_id"] == f"0x{parent_id}"
+    assert request["attributes"]["auth.outcome"] == "ok"
+    assert request["attributes"]["auth.client_id"] == "dev-client"
+    assert request["resource"]["attributes"]["service.name"] == "mcp-oauth-resource-server"
+    # The SDK's own span for the message nests under the request's.
+    [message] = [span for span in spans if span["name"] == "tools/call get_me"]
+    assert message["parent_id"] == request["context"]["span_id"]
+    assert token not in server.stdout.replace(f"Authorization: Bearer {token}", "")  # the banner's line only
+    access = [json.loads(line) for line in server.stderr.splitlines() if '"logger": "access"' in line]
+    [call] = [line for line in access if line["path"] == "/mcp"]
+    assert call["trace_id"] == trace_id
+    assert f"0x{call['span_id']}" == request["context"]["span_id"]
+    assert "Traceback" not in server.stderr

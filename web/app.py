@@ -1,10 +1,11 @@
-"""Assembles the stack: CORS -> access log -> transport guard -> bearer auth -> scope gate -> routes."""
+"""Assembles the stack: (tracing) -> CORS -> access log -> transport guard -> bearer auth -> scope gate -> routes."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from mcp.server._otel import OpenTelemetryMiddleware
@@ -12,6 +13,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from opentelemetry import trace
+from opentelemetry.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -27,15 +29,16 @@ from auth.middleware import BearerAuthMiddleware
 from auth.scope_gate import ScopeGate
 from auth.verifier import TokenVerifier
 from settings import Settings, is_loopback_host
-from tools.notes_store import NotesLimits, SQLiteNotesStore
+from tools.notes_store import NotesLimits, NotesStore, SQLiteNotesStore
 from tools.registry import build_mcp_server, scopes_by_tool, tool_scopes, tool_specs
 from web.access_log import AccessLog
 from web.guard import TransportGuard, allowed_hosts_for, origin_of
 from web.health import health_routes
-from web.metrics import Metrics
+from web.metrics import Metrics, PoolStats
 from web.metrics_route import METRICS_PATH, metrics_routes
 from web.sdk_cycles import break_runner_cycles
 from web.tool_metrics import ToolCallMetrics
+from web.tracing import TRACER_NAME, TracedNotesStore, TracingMiddleware
 from web.well_known import resource_metadata_url, well_known_routes
 
 MCP_PATH = "/mcp"
@@ -70,10 +73,24 @@ def scopes_supported(settings: Settings) -> list[str]:
     return list(dict.fromkeys(settings.public_scope(scope) for scope in scopes))
 
 
+@runtime_checkable
+class PoolStatsSource(Protocol):
+    """A notes store with a connection pool (the PostgreSQL one) reports its statistics for the metrics."""
+
+    def pool_stats(self) -> Mapping[str, float]: ...
+
+
+def pool_stats_of(store: object) -> PoolStats | None:
+    """The store's pool statistics callable for /metrics' `mcp_notes_db_pool_*` gauges; None for a store without
+    a pool (SQLite)."""
+    return store.pool_stats if isinstance(store, PoolStatsSource) else None
+
+
 def drop_idle_tracing(mcp: MCPServer) -> None:
-    """The SDK wraps every message in an OpenTelemetry span. With no tracer provider installed (this project
-    ships none; `opentelemetry-instrument` would install one before the app is built) each span is a no-op that
-    still costs several percent of a tool call, so the middleware stays only when there is a provider."""
+    """The SDK wraps every message in an OpenTelemetry span. With no tracer provider installed globally (tracing
+    off: web.tracing installs one only when the OTEL_* variables ask for it, or `opentelemetry-instrument` does,
+    before the app is built) each span is a no-op that still costs several percent of a tool call, so the
+    middleware stays only when there is a provider; then its spans nest under the request's server span."""
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         mcp.middleware[:] = [layer for layer in mcp.middleware if not isinstance(layer, OpenTelemetryMiddleware)]
 
@@ -110,7 +127,10 @@ def build_app(
     *,
     dev_issuer: DevIssuer | None = None,
     extra_origins: tuple[str, ...] = (),
+    tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
+    """The app. With a tracer_provider (tracing on), requests and notes-store calls get spans from it; without one,
+    no tracing code is on any request's path."""
     settings.require_issuer()
     break_runner_cycles()  # each call's SDK objects freed as it ends, not by the cyclic collector
     scopes = scopes_supported(settings)
@@ -133,8 +153,10 @@ def build_app(
             max_notes_per_owner=settings.notes_max_per_owner,
         ),
     )
-    specs = tool_specs(settings, store)
-    metrics = Metrics(keys=keys, tool_names=[spec.name for spec in specs])
+    tracer = tracer_provider.get_tracer(TRACER_NAME) if tracer_provider is not None else None
+    tools_store: NotesStore = store if tracer is None else TracedNotesStore(store, tracer, system="sqlite")
+    specs = tool_specs(settings, tools_store)
+    metrics = Metrics(keys=keys, tool_names=[spec.name for spec in specs], pool_stats=pool_stats_of(store))
     mcp = build_mcp_server(settings, specs, middleware=[ToolCallMetrics(metrics)])
     drop_idle_tracing(mcp)
     # Host and Origin are checked by TransportGuard, against the public URL, before auth.
@@ -173,6 +195,8 @@ def build_app(
 
     origins = list(dict.fromkeys([*settings.cors_allow_origins, *extra_origins]))
     middleware = []
+    if tracer is not None:  # outermost: every log line of a request, the access line included, is inside its span
+        middleware.append(Middleware(TracingMiddleware, tracer=tracer))
     if origins:
         middleware.append(
             Middleware(

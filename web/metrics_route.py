@@ -6,11 +6,11 @@ import hmac
 
 from pydantic import SecretStr
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from settings import is_loopback_host
-from web.metrics import CONTENT_TYPE, Metrics
+from web.metrics import Metrics, exposition, metrics_registry
 
 METRICS_PATH = "/metrics"
 _FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
@@ -31,6 +31,7 @@ def bearer_matches(authorization: str | None, expected: bytes) -> bool:
 
 def metrics_routes(metrics: Metrics, token: SecretStr | None) -> list[Route]:
     expected = token.get_secret_value().encode() if token is not None else None
+    registry = metrics_registry(metrics)
 
     async def endpoint(request: Request) -> Response:
         if expected is not None:
@@ -45,10 +46,7 @@ def metrics_routes(metrics: Metrics, token: SecretStr | None) -> list[Route]:
                 {"error": "forbidden", "error_description": "set METRICS_TOKEN to scrape metrics from elsewhere"},
                 status_code=403,
             )
-        return PlainTextResponse(
-            metrics.render(),
-            media_type=CONTENT_TYPE,
-            headers={"Cache-Control": "no-store"},
-        )
+        body, content_type = exposition(registry, request.headers.get("accept"))
+        return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
     return [Route(METRICS_PATH, endpoint, methods=["GET"])]
