@@ -31,7 +31,7 @@ RUN groupadd --system --gid 10001 app \
 WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
 # The code stays owned by root: the server can read it, not change it.
-COPY settings.py server.py ./
+COPY settings.py secret_files.py server.py ./
 COPY auth ./auth
 COPY tools ./tools
 COPY web ./web
