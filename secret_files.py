@@ -8,7 +8,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
-from pydantic_settings import EnvSettingsSource, PydanticBaseSettingsSource
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
 # A secret is a token, a password or a URL, never a data file: a larger file is a mistake (or /dev/zero).
 MAX_SECRET_FILE_BYTES = 64 * 1024
@@ -70,11 +70,11 @@ class SecretFilesSource(PydanticBaseSettingsSource):
 
     def __init__(
         self,
-        settings_cls: type[BaseModel],
+        settings_cls: type[BaseSettings],
         lookups: Collection[PydanticBaseSettingsSource],
         given: Collection[str] = (),
     ) -> None:
-        super().__init__(settings_cls)  # type: ignore[arg-type]  # any model whose fields it reads
+        super().__init__(settings_cls)
         self.lookups = [source for source in lookups if isinstance(source, EnvSettingsSource)]
         self.given = set(given)  # fields passed as arguments: they win, their files are not read
 
@@ -106,7 +106,7 @@ class SecretFilesSource(PydanticBaseSettingsSource):
 
 
 def secret_sources(
-    settings_cls: type[BaseModel],
+    settings_cls: type[BaseSettings],
     init_settings: PydanticBaseSettingsSource,
     env_settings: PydanticBaseSettingsSource,
     dotenv_settings: PydanticBaseSettingsSource,
