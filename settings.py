@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from secret_files import SecretFileError, file_variable, secret_sources
 
 # Asymmetric JWS algorithms this server can verify; HS* and "none" are never among them.
 SUPPORTED_ALGORITHMS = frozenset(
@@ -92,6 +94,18 @@ class Settings(BaseSettings):
         case_sensitive=False,
         frozen=True,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Every SecretStr field also reads <NAME>_FILE (Docker and Kubernetes secret mounts), keyed on the type.
+        return secret_sources(settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings)
 
     # --- identity provider -------------------------------------------------------------------
     # A preset derives issuer and JWKS URL from the values in the IdP's console and applies its rules;
@@ -504,17 +518,21 @@ def _check_provider(settings: Settings) -> None:
             )
 
 
-def _env_name(loc: tuple[Any, ...]) -> str:
-    return str(loc[0]).upper() if loc else "configuration"
+def _env_name(loc: tuple[Any, ...], value: Any) -> str:
+    name = str(loc[0]).upper() if loc else "configuration"
+    source = file_variable(value)
+    return f"{name} (from {source})" if source else name
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment and `.env` once; raise SettingsError with one line on a bad value."""
     try:
         return Settings(**overrides)
+    except SecretFileError as exc:
+        raise SettingsError(str(exc)) from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{_env_name(error['loc'])}: {message}" if error["loc"] else message)
+            problems.append(f"{_env_name(error['loc'], error.get('input'))}: {message}" if error["loc"] else message)
         raise SettingsError("; ".join(problems)) from None

@@ -10,6 +10,7 @@ import respx
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from starlette.testclient import TestClient
 
+from secret_files import secret_fields
 from settings import Settings
 from tests.support import BASE_URL, FakeIdP, Signer, make_settings
 from web.app import build_app
@@ -73,6 +74,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No developer's shell or .env leaks into a test: every Settings field is unset, cwd is empty."""
     for name in Settings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
+    for name in secret_fields(Settings):
+        monkeypatch.delenv(f"{name.upper()}_FILE", raising=False)
     monkeypatch.chdir(tmp_path)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from secret_files import secret_fields
 from settings import Settings
 from tests.support import legacy_headers, parse_mcp_response, rpc_body
 
@@ -32,7 +33,9 @@ def free_port() -> int:
 
 def server_env(**values: str) -> dict[str, str]:
     """The current environment without any Settings variable, plus `values`."""
-    names = {name.upper() for name in Settings.model_fields}
+    names = {name.upper() for name in Settings.model_fields} | {
+        f"{name.upper()}_FILE" for name in secret_fields(Settings)
+    }
     env = {name: value for name, value in os.environ.items() if name.upper() not in names}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(values)
@@ -141,6 +144,16 @@ def assert_one_line_config_error(result: subprocess.CompletedProcess[str], varia
 def test_missing_issuer_exits_2_with_one_line(tmp_path):
     line = assert_one_line_config_error(run_server(cwd=tmp_path), "OAUTH_ISSUER")
     assert "--dev" in line
+
+
+def test_an_unreadable_secret_file_exits_2_naming_its_variable(tmp_path):
+    gone = tmp_path / "metrics-token"
+    result = run_server(cwd=tmp_path, OAUTH_ISSUER="https://idp.example.com/", METRICS_TOKEN_FILE=str(gone))
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"configuration error: METRICS_TOKEN_FILE: cannot read {str(gone)!r}: No such file or directory"
+    ]
 
 
 def test_symmetric_algorithm_exits_2_naming_the_variable(tmp_path):
