@@ -26,7 +26,9 @@ from auth.middleware import BearerAuthMiddleware
 from auth.scope_gate import ScopeGate
 from auth.verifier import TokenVerifier
 from settings import Settings
-from tools.notes_store import NotesLimits, SQLiteNotesStore
+from tools.notes_store import NotesLimits
+from tools.notes_store_postgres import PostgresNotesStore
+from tools.notes_store_sqlite import SQLiteNotesStore
 from tools.registry import build_mcp_server, scopes_by_tool, tool_scopes, tool_specs
 from web.access_log import AccessLog
 from web.guard import TransportGuard, allowed_hosts_for, origin_of
@@ -59,7 +61,7 @@ class Components:
     keys: JWKSCache
     verifier: TokenVerifier
     mcp: MCPServer
-    store: SQLiteNotesStore
+    store: SQLiteNotesStore | PostgresNotesStore
     metrics: Metrics
 
 
@@ -87,6 +89,24 @@ def mcp_endpoint(mcp_app: Starlette) -> ASGIApp:
         if isinstance(route, Route) and route.path == MCP_PATH and isinstance(route.endpoint, StreamableHTTPASGIApp):
             return route.endpoint
     return mcp_app
+
+
+def build_notes_store(settings: Settings) -> SQLiteNotesStore | PostgresNotesStore:
+    """PostgreSQL when NOTES_DATABASE_URL is set (several replicas share it), else SQLite at NOTES_DB_PATH."""
+    limits = NotesLimits(
+        max_title_chars=settings.notes_max_title_chars,
+        max_content_chars=settings.notes_max_content_chars,
+        max_notes_per_owner=settings.notes_max_per_owner,
+    )
+    if settings.notes_database_url is None:
+        return SQLiteNotesStore(settings.notes_db_path, limits)
+    return PostgresNotesStore(
+        settings.notes_database_url.get_secret_value(),
+        limits,
+        pool_min=settings.notes_db_pool_min,
+        pool_max=settings.notes_db_pool_max,
+        timeout=settings.notes_db_timeout_seconds,
+    )
 
 
 def build_jwks_cache(settings: Settings) -> JWKSCache:
@@ -124,14 +144,7 @@ def build_app(
         cache_seconds=settings.oauth_token_cache_seconds,
         refusal_cache_seconds=settings.oauth_refusal_cache_seconds,
     )
-    store = SQLiteNotesStore(
-        settings.notes_db_path,
-        NotesLimits(
-            max_title_chars=settings.notes_max_title_chars,
-            max_content_chars=settings.notes_max_content_chars,
-            max_notes_per_owner=settings.notes_max_per_owner,
-        ),
-    )
+    store = build_notes_store(settings)
     specs = tool_specs(settings, store)
     metrics = Metrics(keys=keys, tool_names=[spec.name for spec in specs])
     mcp = build_mcp_server(settings, specs, middleware=[ToolCallMetrics(metrics)])

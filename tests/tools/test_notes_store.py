@@ -19,7 +19,6 @@ import pytest
 
 from tools.notes_store import (
     INVALID_CURSOR_MESSAGE,
-    MIGRATIONS,
     NOT_FOUND_MESSAGE,
     InvalidNoteInput,
     Note,
@@ -30,9 +29,9 @@ from tools.notes_store import (
     NotesStorageError,
     NotesStore,
     Owner,
-    SQLiteNotesStore,
     new_note_id,
 )
+from tools.notes_store_sqlite import MIGRATIONS, SQLiteNotesStore
 
 ISSUER = "https://idp.example.com/"
 OTHER_ISSUER = "https://login.other.example/"
@@ -840,7 +839,7 @@ async def test_a_busy_refusal_during_set_up_is_tried_again(db_path: Path) -> Non
 async def test_a_lasting_busy_refusal_fails_clearly_after_the_busy_timeout(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tools.notes_store._BUSY_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr("tools.notes_store_sqlite._BUSY_TIMEOUT_SECONDS", 0.3)
     store = RefusingStore(db_path, [busy_error() for _ in range(1000)])
     started = time.monotonic()
     with pytest.raises(NotesStorageError, match=r"cannot use the notes database .*: database is locked"):
