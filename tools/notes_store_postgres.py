@@ -107,6 +107,7 @@ class PostgresNotesStore:
         self._lifecycle = asyncio.Lock()
         self._migrating = asyncio.Lock()
         self._schema_ready = False
+        self._abandoned: set[asyncio.Task[object]] = set()  # timed-out calls still cleaning up
 
     @property
     def limits(self) -> NotesLimits:
@@ -281,22 +282,42 @@ class PostgresNotesStore:
         return await cursor.fetchone() == (1,)
 
     async def _run(self, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
-        """Run `work` on a pooled connection, within the timeout; database trouble becomes NotesStorageError."""
+        """Run `work` on a pooled connection; past the timeout the caller gets NotesStorageError at once.
+
+        The work runs as its own task: psycopg's clean-up of a cancelled query (a cancel request, then closing the
+        connection) can itself wait on a hung network for several seconds, and the caller must not."""
         pool = self._pool
         if pool is None:
             raise NotesStorageError("the notes store is not open")
+        task = asyncio.create_task(self._session(pool, work))
         try:
-            async with asyncio.timeout(self._timeout):
-                if not self._schema_ready:
-                    await self._ensure_schema(pool)
-                async with pool.connection() as conn:
-                    return await work(conn)
-        except TimeoutError:
-            raise NotesStorageError(
-                f"the notes database {self._label} did not answer within {self._timeout:g} s"
-            ) from None
+            done, _ = await asyncio.wait((task,), timeout=self._timeout)
+        except asyncio.CancelledError:
+            self._abandon(task)
+            raise
+        if not done:
+            self._abandon(task)
+            raise NotesStorageError(f"the notes database {self._label} did not answer within {self._timeout:g} s")
+        return task.result()
+
+    async def _session(self, pool: AsyncConnectionPool, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+        try:
+            if not self._schema_ready:
+                await self._ensure_schema(pool)
+            async with pool.connection() as conn:
+                return await work(conn)
         except psycopg.Error as exc:
             raise NotesStorageError(f"the notes database {self._label} failed: {self._clean(exc)}") from None
+
+    def _abandon(self, task: asyncio.Task[T]) -> None:
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[T]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: its caller already had a timeout error
 
     async def _ensure_schema(self, pool: AsyncConnectionPool) -> None:
         async with self._migrating:
