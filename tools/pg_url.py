@@ -21,16 +21,16 @@ def check_database_url(url: str) -> None:
     """Raise ValueError (whose text never contains the URL) unless libpq can use `url` as a PostgreSQL URL."""
     if any(char.isspace() or not char.isprintable() for char in url):
         raise ValueError("expected a postgresql:// URL without spaces or control characters")
-    try:
-        scheme = urlsplit(url).scheme.lower()
-    except ValueError:
-        scheme = ""
+    scheme = url.split("://", 1)[0] if "://" in url else ""  # libpq wants it in lower case
     if scheme not in SCHEMES:
         raise ValueError("expected a postgresql://user:password@host:port/database URL (or postgres://)")
     try:
         conninfo_to_dict(url)
     except psycopg.Error:
-        raise ValueError("is not a valid PostgreSQL URL (libpq cannot parse it; check the quoting)") from None
+        raise ValueError(
+            "libpq cannot parse it; expected postgresql://user:password@host:port/database with the password "
+            "percent-encoded and only libpq parameters (e.g. ?sslmode=require) in the query"
+        ) from None
 
 
 def safe_url(url: str) -> str:
