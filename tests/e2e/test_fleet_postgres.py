@@ -212,3 +212,20 @@ def test_no_replica_ever_logged_the_database_password(fleet: Fleet, module_launc
     assert password
     for server in module_launcher.servers:
         assert password not in server.stdout() + server.stderr()
+
+
+async def test_a_replica_started_with_the_database_down_listens_and_says_not_ready(
+    launcher: ServerLauncher, fleet: Fleet
+) -> None:
+    nowhere = f"postgresql://postgres:{PASSWORD}@{LOOPBACK}:{free_port()}/notes"
+    started = time.monotonic()
+    replica = launcher.start(env={**fleet.env, "NOTES_DATABASE_URL": nowhere, "NOTES_DB_TIMEOUT_SECONDS": "1"})
+    assert time.monotonic() - started < 60
+    async with httpx.AsyncClient(timeout=CALL_TIMEOUT) as http:
+        ready = await http.get(replica.base_url + "/readyz")
+        assert ready.status_code == 503
+        assert "notes store unreachable" in ready.json()["reason"]
+        answer = await call(http, replica, fleet.token(new_client()), "list_notes")
+    assert answer == "Error executing tool list_notes: the notes store is unavailable; try again later"
+    assert PASSWORD not in replica.stdout() + replica.stderr()
+    assert "notes database not answering yet" in replica.stderr()
