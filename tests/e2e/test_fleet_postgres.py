@@ -229,3 +229,20 @@ async def test_a_replica_started_with_the_database_down_listens_and_says_not_rea
     assert answer == "Error executing tool list_notes: the notes store is unavailable; try again later"
     assert PASSWORD not in replica.stdout() + replica.stderr()
     assert "notes database not answering yet" in replica.stderr()
+
+
+def test_a_replica_refuses_a_database_from_a_newer_schema(launcher: ServerLauncher, fleet: Fleet) -> None:
+    # A schema of its own, chosen with a libpq parameter in the URL (which must pass through).
+    pg.scalar(fleet.database_url, "DROP SCHEMA IF EXISTS from_the_future CASCADE")
+    pg.scalar(fleet.database_url, "CREATE SCHEMA from_the_future")
+    pg.scalar(
+        fleet.database_url,
+        "CREATE TABLE from_the_future.notes_schema (singleton BOOLEAN PRIMARY KEY, version INTEGER NOT NULL)",
+    )
+    pg.scalar(fleet.database_url, "INSERT INTO from_the_future.notes_schema VALUES (TRUE, 99)")
+    url = f"{fleet.database_url}?options=-csearch_path%3Dfrom_the_future"
+    replica = launcher.spawn(env={**fleet.env, "NOTES_DATABASE_URL": url})
+    assert replica.process.wait(timeout=30) != 0
+    assert "schema version 99, newer than this server understands" in replica.stderr()
+    assert PASSWORD not in replica.stdout() + replica.stderr()
+    assert pg.scalar(fleet.database_url, "SELECT to_regclass('from_the_future.notes') IS NULL") is True
