@@ -10,8 +10,6 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from tools.pg_url import check_database_url
-
 # Asymmetric JWS algorithms this server can verify; HS* and "none" are never among them.
 SUPPORTED_ALGORITHMS = frozenset(
     {
@@ -255,6 +253,9 @@ class Settings(BaseSettings):
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             return None
         if isinstance(raw, str):
+            # Imported here: psycopg (which parses the URL as libpq does) is needed only when a URL is set.
+            from tools.pg_url import check_database_url
+
             check_database_url(raw)  # its message never repeats the URL: it holds a password
         return value
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.mcpserver import MCPServer
@@ -27,7 +28,6 @@ from auth.scope_gate import ScopeGate
 from auth.verifier import TokenVerifier
 from settings import Settings
 from tools.notes_store import NotesLimits
-from tools.notes_store_postgres import PostgresNotesStore
 from tools.notes_store_sqlite import SQLiteNotesStore
 from tools.registry import build_mcp_server, scopes_by_tool, tool_scopes, tool_specs
 from web.access_log import AccessLog
@@ -38,6 +38,9 @@ from web.metrics_route import METRICS_PATH, metrics_routes
 from web.sdk_cycles import break_runner_cycles
 from web.tool_metrics import ToolCallMetrics
 from web.well_known import resource_metadata_url, well_known_routes
+
+if TYPE_CHECKING:
+    from tools.notes_store_postgres import PostgresNotesStore
 
 MCP_PATH = "/mcp"
 CORS_ALLOW_HEADERS = [
@@ -100,6 +103,9 @@ def build_notes_store(settings: Settings) -> SQLiteNotesStore | PostgresNotesSto
     )
     if settings.notes_database_url is None:
         return SQLiteNotesStore(settings.notes_db_path, limits)
+    # Imported here: psycopg takes a good part of a start-up's time, and a SQLite server never needs it.
+    from tools.notes_store_postgres import PostgresNotesStore
+
     return PostgresNotesStore(
         settings.notes_database_url.get_secret_value(),
         limits,

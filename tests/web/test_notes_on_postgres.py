@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -120,3 +123,17 @@ def test_started_with_the_database_down_it_listens_and_serves_once_it_is_up(idp,
             assert ok(client, alice, "read_note", note_id=note["id"]) == note
         finally:
             client.portal.call(proxy.cut)
+
+
+def test_a_sqlite_server_never_loads_psycopg() -> None:
+    # psycopg's import is a good part of a start-up's time; a server without NOTES_DATABASE_URL does not pay it.
+    code = (
+        "import sys; from settings import load_settings; from web.app import build_app; "
+        "build_app(load_settings(oauth_issuer='https://idp.example.com/', _env_file=None)); "
+        "print('psycopg' in sys.modules)"
+    )
+    project = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout.strip() == "False", result.stderr
