@@ -73,6 +73,12 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
+def _retrieve(task: asyncio.Task[object]) -> None:
+    """Mark a background task's failure as seen (it was logged or answered already)."""
+    if not task.cancelled():
+        task.exception()
+
+
 def owner_lock_key(owner: Owner) -> int:
     """A 32-bit signed key for the owner's advisory lock; a collision only makes two owners take turns."""
     digest = hashlib.sha256(json.dumps(owner).encode()).digest()
@@ -108,6 +114,7 @@ class PostgresNotesStore:
         self._migrating = asyncio.Lock()
         self._schema_ready = False
         self._abandoned: set[asyncio.Task[object]] = set()  # timed-out calls still cleaning up
+        self._checking: asyncio.Task[None] | None = None
 
     @property
     def limits(self) -> NotesLimits:
@@ -158,6 +165,8 @@ class PostgresNotesStore:
         async with self._lifecycle:
             pool, self._pool = self._pool, None
             self._schema_ready = False
+            if self._checking is not None:
+                self._checking.cancel()
             if pool is not None:
                 await pool.close(timeout=self._timeout)
             for name in _LIBPQ_LOGGERS:
@@ -306,8 +315,18 @@ class PostgresNotesStore:
                 await self._ensure_schema(pool)
             async with pool.connection() as conn:
                 return await work(conn)
+        except psycopg.OperationalError as exc:
+            self._check_idle_connections(pool)
+            raise NotesStorageError(f"the notes database {self._label} failed: {self._clean(exc)}") from None
         except psycopg.Error as exc:
             raise NotesStorageError(f"the notes database {self._label} failed: {self._clean(exc)}") from None
+
+    def _check_idle_connections(self, pool: AsyncConnectionPool) -> None:
+        """After a connection failed, test the idle ones in the background: after a database restart every idle
+        connection is dead, and each would otherwise fail one call before the pool notices."""
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.create_task(pool.check())
+            self._checking.add_done_callback(_retrieve)
 
     def _abandon(self, task: asyncio.Task[T]) -> None:
         task.cancel()
@@ -316,8 +335,7 @@ class PostgresNotesStore:
 
     def _forget(self, task: asyncio.Task[T]) -> None:
         self._abandoned.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: its caller already had a timeout error
+        _retrieve(task)  # its caller already had a timeout error
 
     async def _ensure_schema(self, pool: AsyncConnectionPool) -> None:
         async with self._migrating:

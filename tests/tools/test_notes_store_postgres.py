@@ -186,8 +186,26 @@ async def test_a_lost_database_fails_calls_quickly_and_the_store_recovers_by_its
 
         await proxy.start()
         await eventually_pings(store)
-        note = await store.create(ALICE, "after", "")
-        assert [n.id for n in (await store.list(ALICE)).notes] == [kept.id, note.id]
+        after = [await store.create(ALICE, f"after {i}", "") for i in range(8)]  # no stale connection left
+        assert [n.id for n in (await store.list(ALICE)).notes] == [kept.id, *(note.id for note in after)]
+    finally:
+        await store.close()
+
+
+async def test_after_a_database_restart_one_failed_call_clears_every_stale_connection(
+    postgres_url: str, proxy: TcpProxy
+) -> None:
+    store = PostgresNotesStore(through(postgres_url, proxy), timeout=2, pool_min=4, pool_max=4)
+    await store.open()
+    try:
+        await asyncio.gather(*(store.list(ALICE) for _ in range(8)))  # four connections open and idle
+        await proxy.cut()
+        await proxy.start()  # the database restarted: every pooled connection is dead
+        with pytest.raises(NotesStorageError):
+            await store.list(ALICE)
+        await asyncio.sleep(1)  # the pool checks its idle connections meanwhile
+        for _ in range(4):
+            assert (await store.list(ALICE)).notes == ()
     finally:
         await store.close()
 
