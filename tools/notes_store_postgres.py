@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import ClassVar, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from tools.notes_store import (
@@ -120,11 +121,6 @@ class PostgresNotesStore:
     def limits(self) -> NotesLimits:
         return self._limits
 
-    @property
-    def database(self) -> str:
-        """The database URL without its password, for logs."""
-        return self._label
-
     async def open(self) -> None:
         """Start the pool without waiting for it, then migrate if the database answers. A database that does not
         answer is not an error here (the store serves once it does, /readyz says 503 meanwhile); a schema newer
@@ -142,11 +138,7 @@ class PostgresNotesStore:
                 timeout=self._timeout,
                 reconnect_timeout=_RECONNECT_TIMEOUT_SECONDS,
                 name=_POOL_NAME,
-                kwargs={
-                    "autocommit": True,
-                    "connect_timeout": max(2, math.ceil(self._timeout)),  # libpq counts whole seconds, >= 2
-                    "application_name": "mcp-notes",
-                },
+                kwargs=self._connection_defaults(),
             )
             try:
                 await pool.open(wait=False)
@@ -171,6 +163,18 @@ class PostgresNotesStore:
                 await pool.close(timeout=self._timeout)
             for name in _LIBPQ_LOGGERS:
                 logging.getLogger(name).removeFilter(self._filter)
+
+    def _connection_defaults(self) -> dict[str, object]:
+        """Connection parameters the URL may override (it wins), and autocommit, which it may not."""
+        try:
+            given = conninfo_to_dict(self._url)
+        except psycopg.Error:
+            given = {}  # the pool's first connection attempt reports it
+        defaults: dict[str, object] = {
+            "connect_timeout": max(2, math.ceil(self._timeout)),  # libpq counts whole seconds, at least 2
+            "application_name": "mcp-notes",
+        }
+        return {**{key: value for key, value in defaults.items() if key not in given}, "autocommit": True}
 
     def pool_stats(self) -> dict[str, int]:
         """Pool gauges for metrics: configured bounds, connections open, idle, and requests waiting for one."""

@@ -319,3 +319,20 @@ def test_bad_pool_bounds_are_refused() -> None:
         PostgresNotesStore("postgresql://h/db", pool_min=5, pool_max=2)
     with pytest.raises(ValueError, match="timeout"):
         PostgresNotesStore("postgresql://h/db", timeout=0)
+
+
+@pytest.mark.parametrize(("parameters", "expected"), [("", "mcp-notes"), ("?application_name=replica-7", "replica-7")])
+async def test_libpq_parameters_in_the_url_win_over_the_stores_defaults(
+    postgres_url: str, parameters: str, expected: str
+) -> None:
+    store = PostgresNotesStore(postgres_url + parameters)
+    await store.open()
+    try:
+        await store.list(ALICE)
+        name = urlsplit(postgres_url).path.lstrip("/")
+        names = pg.scalar(
+            postgres_url, f"SELECT string_agg(application_name, ',') FROM pg_stat_activity WHERE datname = '{name}'"
+        )
+        assert expected in str(names).split(",")
+    finally:
+        await store.close()
