@@ -246,3 +246,9 @@ def test_a_replica_refuses_a_database_from_a_newer_schema(launcher: ServerLaunch
     assert "schema version 99, newer than this server understands" in replica.stderr()
     assert PASSWORD not in replica.stdout() + replica.stderr()
     assert pg.scalar(fleet.database_url, "SELECT to_regclass('from_the_future.notes') IS NULL") is True
+
+
+def test_sigterm_closes_the_pool_and_exits_0(fleet: Fleet) -> None:
+    replica = fleet.replicas[2]
+    assert replica.terminate() == 0
+    assert "Traceback" not in replica.stderr()
