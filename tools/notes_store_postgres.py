@@ -195,22 +195,26 @@ class PostgresNotesStore:
         title, content = check_title(title, self._limits), check_content(content, self._limits)
 
         async def create(conn: psycopg.AsyncConnection) -> Note:
-            async with conn.transaction():
-                # Replicas creating for one owner take turns here, so the count below is exact.
-                lock = (_OWNER_LOCK_NAMESPACE, owner_lock_key(owner))
-                await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", lock)
-                cursor = await conn.execute("SELECT COUNT(*) FROM notes WHERE issuer = %s AND subject = %s", owner)
-                (count,) = await cursor.fetchone() or (0,)
-                if count >= self._limits.max_notes_per_owner:
-                    raise limit_reached(self._limits)
-                now = now_us()
-                row: NoteRow = (new_note_id(), title, content, now, now)
-                await conn.execute(
-                    "INSERT INTO notes (id, issuer, subject, title, content, created_at, updated_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    (row[0], *owner, *row[1:]),
-                )
-            return note_from_row(row)  # committed when the transaction block ended
+            now = now_us()
+            row: NoteRow = (new_note_id(), title, content, now, now)
+            # One round trip: BEGIN, the lock, the insert and COMMIT go out together as a pipeline. Replicas
+            # creating for one owner take turns on the lock; the insert's count runs after it is granted (each
+            # statement sees what was committed before it started), so the limit is exact.
+            async with conn.pipeline():
+                async with conn.transaction():
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s, %s)", (_OWNER_LOCK_NAMESPACE, owner_lock_key(owner))
+                    )
+                    cursor = await conn.execute(
+                        "INSERT INTO notes (id, issuer, subject, title, content, created_at, updated_at)"
+                        " SELECT %s, %s, %s, %s, %s, %s, %s"
+                        " WHERE (SELECT COUNT(*) FROM notes WHERE issuer = %s AND subject = %s) < %s",
+                        (row[0], *owner, *row[1:], *owner, self._limits.max_notes_per_owner),
+                    )
+                inserted = cursor.rowcount  # known once the pipeline synced, at COMMIT
+            if inserted != 1:
+                raise limit_reached(self._limits)
+            return note_from_row(row)  # committed: the transaction block ended without error
 
         return await self._run(create)
 
