@@ -44,6 +44,12 @@ bench: $(STAMP)
 	VENV=$(VENV) bench/setup.sh
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+# Notes traffic from many owners: 3 replicas on one PostgreSQL database against 1 replica on SQLite (about a
+# minute and a half). Needs PostgreSQL: BENCH_ARGS="--database-url postgresql://postgres@host:5432/postgres".
+.PHONY: bench-fleet
+bench-fleet: $(STAMP)
+	$(BIN)/python -m bench.fleet $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -178,6 +178,13 @@ class Settings(BaseSettings):
     notes_max_title_chars: int = Field(default=200, ge=1, le=10_000)
     notes_max_content_chars: int = Field(default=100_000, ge=1, le=10_000_000)
     notes_max_per_owner: int = Field(default=1000, ge=1, le=10_000_000)
+    # postgresql://user:password@host:port/database (libpq parameters such as ?sslmode=require pass through);
+    # when set, notes live in PostgreSQL, shared by every replica, and NOTES_DB_PATH is ignored.
+    notes_database_url: SecretStr | None = None
+    notes_db_pool_min: int = Field(default=1, ge=0, le=1000)
+    notes_db_pool_max: int = Field(default=10, ge=1, le=1000)
+    # The longest a notes call waits for the database (a pooled connection, then the query) before a tool error.
+    notes_db_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
 
     # --- embedded development issuer (python server.py --dev only) ------------------------------
     dev_client_id: str = "dev-client"
@@ -265,6 +272,19 @@ class Settings(BaseSettings):
     def _db_path(cls, value: str) -> str:
         if not value.strip():
             raise ValueError('expected a file path, or ":memory:" for a throwaway database')
+        return value
+
+    @field_validator("notes_database_url", mode="before")
+    @classmethod
+    def _database_url(cls, value: Any) -> Any:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        if isinstance(raw, str):
+            # Imported here: psycopg (which parses the URL as libpq does) is needed only when a URL is set.
+            from tools.pg_url import check_database_url
+
+            check_database_url(raw)  # its message never repeats the URL: it holds a password
         return value
 
     @field_validator("oauth_audience")
@@ -430,6 +450,10 @@ class Settings(BaseSettings):
             object.__setattr__(self, "mcp_server_url", f"http://{host}:{self.port}/mcp")
         if not self.oauth_audience:
             object.__setattr__(self, "oauth_audience", [self.mcp_server_url])
+        if self.notes_db_pool_min > self.notes_db_pool_max:
+            raise ValueError(
+                f"NOTES_DB_POOL_MIN: {self.notes_db_pool_min} is more than NOTES_DB_POOL_MAX ({self.notes_db_pool_max})"
+            )
         return self
 
     # --- derived views -------------------------------------------------------------------------

@@ -65,6 +65,10 @@ EVERY_VARIABLE = {
     "NOTES_MAX_TITLE_CHARS": "80",
     "NOTES_MAX_CONTENT_CHARS": "5000",
     "NOTES_MAX_PER_OWNER": "2000",
+    "NOTES_DATABASE_URL": "postgresql://notes:pw@db.internal:5433/notes?sslmode=require",
+    "NOTES_DB_POOL_MIN": "2",
+    "NOTES_DB_POOL_MAX": "20",
+    "NOTES_DB_TIMEOUT_SECONDS": "2.5",
 }
 
 EXPECTED_VALUES = {
@@ -122,6 +126,10 @@ EXPECTED_VALUES = {
     "notes_max_title_chars": 80,
     "notes_max_content_chars": 5000,
     "notes_max_per_owner": 2000,
+    "notes_database_url": SecretStr("postgresql://notes:pw@db.internal:5433/notes?sslmode=require"),
+    "notes_db_pool_min": 2,
+    "notes_db_pool_max": 20,
+    "notes_db_timeout_seconds": 2.5,
 }
 
 

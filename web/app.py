@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from mcp.server._otel import OpenTelemetryMiddleware
@@ -29,7 +29,8 @@ from auth.middleware import BearerAuthMiddleware
 from auth.scope_gate import ScopeGate
 from auth.verifier import TokenVerifier
 from settings import Settings, is_loopback_host
-from tools.notes_store import NotesLimits, NotesStore, SQLiteNotesStore
+from tools.notes_store import NotesLimits, NotesStore
+from tools.notes_store_sqlite import SQLiteNotesStore
 from tools.registry import build_mcp_server, scopes_by_tool, tool_scopes, tool_specs
 from web.access_log import AccessLog
 from web.guard import TransportGuard, allowed_hosts_for, origin_of
@@ -40,6 +41,9 @@ from web.sdk_cycles import break_runner_cycles
 from web.tool_metrics import ToolCallMetrics
 from web.tracing import TRACER_NAME, TracedNotesStore, TracingMiddleware
 from web.well_known import resource_metadata_url, well_known_routes
+
+if TYPE_CHECKING:
+    from tools.notes_store_postgres import PostgresNotesStore
 
 MCP_PATH = "/mcp"
 CORS_ALLOW_HEADERS = [
@@ -63,7 +67,7 @@ class Components:
     keys: JWKSCache
     verifier: TokenVerifier
     mcp: MCPServer
-    store: SQLiteNotesStore
+    store: SQLiteNotesStore | PostgresNotesStore
     metrics: Metrics
 
 
@@ -107,6 +111,27 @@ def mcp_endpoint(mcp_app: Starlette) -> ASGIApp:
     return mcp_app
 
 
+def build_notes_store(settings: Settings) -> SQLiteNotesStore | PostgresNotesStore:
+    """PostgreSQL when NOTES_DATABASE_URL is set (several replicas share it), else SQLite at NOTES_DB_PATH."""
+    limits = NotesLimits(
+        max_title_chars=settings.notes_max_title_chars,
+        max_content_chars=settings.notes_max_content_chars,
+        max_notes_per_owner=settings.notes_max_per_owner,
+    )
+    if settings.notes_database_url is None:
+        return SQLiteNotesStore(settings.notes_db_path, limits)
+    # Imported here: psycopg takes a good part of a start-up's time, and a SQLite server never needs it.
+    from tools.notes_store_postgres import PostgresNotesStore
+
+    return PostgresNotesStore(
+        settings.notes_database_url.get_secret_value(),
+        limits,
+        pool_min=settings.notes_db_pool_min,
+        pool_max=settings.notes_db_pool_max,
+        timeout=settings.notes_db_timeout_seconds,
+    )
+
+
 def build_jwks_cache(settings: Settings) -> JWKSCache:
     source = settings.oauth_jwks_uri or DiscoveredJWKSUri(
         settings.oauth_issuer,
@@ -145,16 +170,10 @@ def build_app(
         cache_seconds=settings.oauth_token_cache_seconds,
         refusal_cache_seconds=settings.oauth_refusal_cache_seconds,
     )
-    store = SQLiteNotesStore(
-        settings.notes_db_path,
-        NotesLimits(
-            max_title_chars=settings.notes_max_title_chars,
-            max_content_chars=settings.notes_max_content_chars,
-            max_notes_per_owner=settings.notes_max_per_owner,
-        ),
-    )
+    store = build_notes_store(settings)
     tracer = tracer_provider.get_tracer(TRACER_NAME) if tracer_provider is not None else None
-    tools_store: NotesStore = store if tracer is None else TracedNotesStore(store, tracer, system="sqlite")
+    system = "sqlite" if isinstance(store, SQLiteNotesStore) else "postgresql"
+    tools_store: NotesStore = store if tracer is None else TracedNotesStore(store, tracer, system=system)
     specs = tool_specs(settings, tools_store)
     metrics = Metrics(keys=keys, tool_names=[spec.name for spec in specs], pool_stats=pool_stats_of(store))
     mcp = build_mcp_server(settings, specs, middleware=[ToolCallMetrics(metrics)])

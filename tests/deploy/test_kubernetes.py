@@ -31,8 +31,6 @@ KUSTOMIZATION = BASE / "kustomization.yaml"
 APP_UID = 10001
 TMP = "/tmp"  # where the image writes on its read-only root file system: an emptyDir
 SECRET_ENV_NAMES = ("NOTES_DATABASE_URL", "METRICS_TOKEN")
-# ConfigMap keys whose settings the PostgreSQL branch adds (issue 20); not yet fields of Settings on this branch.
-AWAITED_SETTINGS = frozenset({"NOTES_DB_POOL_MIN", "NOTES_DB_POOL_MAX", "NOTES_DB_TIMEOUT_SECONDS"})
 
 Manifest = dict[str, Any]
 Base = dict[str, Manifest]  # file name -> its one object
@@ -285,7 +283,7 @@ def config_map_problems(base: Base) -> list[str]:
     if referenced - shipped:
         problems.append(f"envFrom names ConfigMaps the base does not ship: {sorted(referenced - shipped)}")
     data = config_map_data(base)
-    known = {name.upper() for name in Settings.model_fields} | AWAITED_SETTINGS
+    known = {name.upper() for name in Settings.model_fields}
     for key in data:
         if key not in known and not key.startswith("OTEL_"):
             problems.append(f"ConfigMap: {key} is not a setting of the server (a typo is silently ignored)")
