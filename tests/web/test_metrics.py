@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from settings import SettingsError, load_settings
 from tests.support import BASE_URL, MCP_HEADERS, FakeIdP, Signer, bearer, make_settings, parse_mcp_response, rpc_body
-from tools.notes_store import SQLiteNotesStore
+from tools.notes_store_sqlite import SQLiteNotesStore
 from web.app import build_app, pool_stats_of
 from web.metrics import Histogram, Metrics, exposition, metrics_registry, route_template
 

@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from settings import Settings, SettingsError, load_settings
 from tests.support import BASE_URL, CLIENT_ID, MCP_HEADERS, FakeIdP, Signer, bearer, make_settings, rpc_body
-from tools.notes_store import SQLiteNotesStore
+from tools.notes_store_sqlite import SQLiteNotesStore
 from web.app import build_app
 from web.log_format import log_handler
 from web.tracing import (
