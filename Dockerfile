@@ -3,18 +3,18 @@
 # as an unprivileged user. Configuration comes from the environment at run time (compose: env_file: .env);
 # no secret and no .env is ever part of the image (see .dockerignore). Checked by hadolint in the tests.
 
-# The interpreter the test suite runs on; bump the patch release here and nowhere else.
-ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+# The newest Python 3.11 patch release; bump it here and in tests/test_dockerfile.py (NEWEST_PYTHON_311).
+ARG PYTHON_IMAGE=python:3.11.17-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-# Every package pinned, transitive ones included; --no-deps so nothing unpinned sneaks in, pip check to prove
-# the set is complete.
+# Every package pinned, transitive ones included, each file checked against its sha256 (--require-hashes);
+# --no-deps so nothing unpinned sneaks in, pip check to prove the set is complete.
 COPY requirements.lock /tmp/requirements.lock
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --no-deps --requirement /tmp/requirements.lock \
+    && /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps --requirement /tmp/requirements.lock \
     && /opt/venv/bin/pip check
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -31,7 +31,7 @@ RUN groupadd --system --gid 10001 app \
 WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
 # The code stays owned by root: the server can read it, not change it.
-COPY settings.py server.py ./
+COPY settings.py secret_files.py server.py ./
 COPY auth ./auth
 COPY tools ./tools
 COPY web ./web

@@ -36,24 +36,19 @@ test: $(STAMP) $(INSPECTOR_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-# Load test on 127.0.0.1 (wrk from Debian and an SDK-only venv, installed by bench/setup.sh); about 10 to 15 minutes.
-# Results in docs/performance.md; BENCH_ARGS passes options, e.g. BENCH_ARGS="--repeats 3 --memory-tokens 0".
+# The project's benchmark on 127.0.0.1: A against B, C and C+, each floor a PASS/FAIL line (docs/performance.md).
+# wrk and an SDK-only venv come from bench/setup.sh. BENCH_ARGS passes options, e.g. a short run:
+# BENCH_ARGS="--repeats 1 --duration 2 --startups 1 --memory-tokens 1000", or "--no-fail-on-floor".
 .PHONY: bench
 bench: $(STAMP)
 	VENV=$(VENV) bench/setup.sh
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# Instructions per tool call, A against B, counted by valgrind (no CPU-time noise); about 5 minutes.
-# BENCH_ARGS passes options, e.g. BENCH_ARGS="--calls rotating" or "--warm-up one_token".
-.PHONY: bench-instructions
-bench-instructions: $(STAMP)
-	VENV=$(VENV) bench/setup.sh
-	$(BIN)/python -m bench.instructions $(BENCH_ARGS)
-
-# Python bytecodes per tool call by function, A against B (exact counts, not time); about 10 seconds.
-.PHONY: bench-opcodes
-bench-opcodes: $(STAMP)
-	$(BIN)/python -m bench.opcodes $(BENCH_ARGS)
+# Notes traffic from many owners: 3 replicas on one PostgreSQL database against 1 replica on SQLite (about a
+# minute and a half). Needs PostgreSQL: BENCH_ARGS="--database-url postgresql://postgres@host:5432/postgres".
+.PHONY: bench-fleet
+bench-fleet: $(STAMP)
+	$(BIN)/python -m bench.fleet $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -63,14 +58,44 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Re-pin every runtime package (transitive ones too) for the image, from requirements.txt, in a scratch venv.
+# requirements.lock: every runtime package (transitive ones too) with the sha256 of each of its files, for
+# Python 3.11 on Linux x86_64 and aarch64, written by uv in a throwaway venv (never in .venv). Pins already in
+# the lock are kept; only what requirements.txt changed moves. `make lock LOCK_ARGS=--upgrade` re-resolves all.
+# It then proves the lock: it installs with --require-hashes --no-deps and passes pip check here, and pip
+# downloads every aarch64 wheel against the hashes.
+UV_VERSION := 0.13.9
+LOCK_VENV := $(VENV)-lock
+LOCK_ARGS ?=
+LOCK_COMPILE = $(LOCK_VENV)/bin/uv pip compile requirements.txt --no-config --generate-hashes --python-version 3.11 \
+	--custom-compile-command "make lock" --quiet $(LOCK_ARGS)
+
 lock:
-	rm -rf $(VENV)-lock
-	$(PYTHON) -m venv $(VENV)-lock
-	$(VENV)-lock/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	{ sed -n '1,2p' requirements.lock; $(VENV)-lock/bin/python -m pip freeze --all | grep -v -e '^pip==' -e '^setuptools==' -e '^wheel==' | LC_ALL=C sort -f; } > requirements.lock.new
-	mv requirements.lock.new requirements.lock
-	rm -rf $(VENV)-lock
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	cp requirements.lock $(LOCK_VENV)/x86_64.lock
+	cp requirements.lock $(LOCK_VENV)/aarch64.lock
+	$(LOCK_COMPILE) --python-platform x86_64-manylinux_2_28 -o $(LOCK_VENV)/x86_64.lock
+	$(LOCK_COMPILE) --python-platform aarch64-manylinux_2_28 -o $(LOCK_VENV)/aarch64.lock
+	@cmp -s $(LOCK_VENV)/x86_64.lock $(LOCK_VENV)/aarch64.lock \
+		|| { diff $(LOCK_VENV)/x86_64.lock $(LOCK_VENV)/aarch64.lock; echo "x86_64 and aarch64 resolve differently"; exit 1; }
+	$(MAKE) --no-print-directory lock-verify LOCK_FILE=$(LOCK_VENV)/x86_64.lock
+	mv $(LOCK_VENV)/x86_64.lock requirements.lock
+	rm -rf $(LOCK_VENV)
+
+# The lock installs on its own (hashes, no resolver) and is complete; the aarch64 wheels match their hashes too.
+LOCK_FILE ?= requirements.lock
+.PHONY: lock-verify
+lock-verify:
+	rm -rf $(LOCK_VENV)-verify
+	$(PYTHON) -m venv $(LOCK_VENV)-verify
+	$(LOCK_VENV)-verify/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(LOCK_FILE)
+	$(LOCK_VENV)-verify/bin/python -m pip check
+	$(LOCK_VENV)-verify/bin/python -m pip download --quiet --disable-pip-version-check --require-hashes --no-deps \
+		--only-binary=:all: --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
+		--python-version 3.11 --implementation cp \
+		-d $(LOCK_VENV)-verify/aarch64 -r $(LOCK_FILE)
+	rm -rf $(LOCK_VENV)-verify
 
 image:
 	docker build -t mcp-oauth-resource-server:local .

@@ -17,6 +17,7 @@ from auth.tooling.doctor import Doctor
 from settings import Settings, SettingsError, is_loopback_host, load_settings
 from web.app import build_app, scopes_supported
 from web.log_format import configure_logging
+from web.tracing import exporters_of, start_tracing
 
 INSPECTOR_ORIGINS = ("http://localhost:6274", "http://127.0.0.1:6274")
 EXIT_CONFIG = 2
@@ -144,14 +145,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         # Before MCPServer is built: its own basicConfig call is then a no-op.
-        configure_logging(settings.log_level, settings.log_format, settings.log_flush_seconds)
+        configure_logging(
+            settings.log_level,
+            settings.log_format,
+            settings.log_flush_seconds,
+            trace_ids=bool(exporters_of(settings)),
+        )
         configured_issuer = settings.oauth_issuer
         if args.dev:
             settings, issuer = dev_settings(settings)
         if args.command == "doctor":
             settings.require_issuer()
             return asyncio.run(Doctor(settings, print).run(read_token(args.token)))
-        app = build_app(settings, dev_issuer=issuer, extra_origins=INSPECTOR_ORIGINS if args.dev else ())
+        # Before the app is built: the SDK's own middleware stays only when a provider is installed.
+        provider = start_tracing(settings)
+        app = build_app(
+            settings,
+            dev_issuer=issuer,
+            extra_origins=INSPECTOR_ORIGINS if args.dev else (),
+            tracer_provider=provider,
+        )
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -162,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     # sse-starlette ends every SSE stream once uvicorn starts shutting down, which cut legacy-era answers
     # still in flight; the grace period covers them instead (a stream still open when it ends is cancelled).
     AppStatus.disable_automatic_graceful_drain()
-    GracefulServer(config).run()
+    try:
+        GracefulServer(config).run()
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports the spans still buffered (after SIGTERM, the last requests' spans)
     return 0
 
 

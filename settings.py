@@ -8,10 +8,11 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from auth import providers
 from auth.providers import Provider
+from secret_files import SecretFileError, file_variable, secret_sources
 
 # Asymmetric JWS algorithms this server can verify; HS* and "none" are never among them.
 SUPPORTED_ALGORITHMS = frozenset(
@@ -33,6 +34,8 @@ DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdD
 LogFormat = Literal["text", "json"]
 LOOPBACK_PROXIES = ("127.0.0.1", "::1")
 MIN_METRICS_TOKEN_CHARS = 16
+TRACES_EXPORTERS = ("otlp", "console", "none")
+OTLP_PROTOCOL = "http/protobuf"
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
@@ -85,6 +88,18 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Every SecretStr field also reads <NAME>_FILE (Docker and Kubernetes secret mounts), keyed on the type.
+        return secret_sources(settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings)
+
     # --- identity provider -------------------------------------------------------------------
     # A preset derives issuer and JWKS URL from the values in the IdP's console and applies its rules;
     # OAUTH_ISSUER and OAUTH_JWKS_URI, when set, win over what the preset derives.
@@ -136,6 +151,17 @@ class Settings(BaseSettings):
     # When set, GET /metrics needs `Authorization: Bearer <token>`; when unset, only loopback may scrape.
     metrics_token: SecretStr | None = None
 
+    # --- tracing (OpenTelemetry's standard variables; web/tracing.py decides from them) ---------------
+    # On when OTEL_TRACES_EXPORTER names an exporter (otlp, console) or an OTLP endpoint is set; `none` wins.
+    # The SDK reads its other standard variables itself (OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER, OTEL_BSP_*).
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: CommaList = Field(default_factory=list)
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_traces_endpoint: str = ""
+    otel_exporter_otlp_protocol: str = ""
+    otel_exporter_otlp_traces_protocol: str = ""
+    otel_service_name: str = ""
+
     # --- tools ---------------------------------------------------------------------------------
     # Scope each tool group needs; an empty value means the group needs none.
     notes_read_scope: str = "read:notes"
@@ -145,6 +171,13 @@ class Settings(BaseSettings):
     notes_max_title_chars: int = Field(default=200, ge=1, le=10_000)
     notes_max_content_chars: int = Field(default=100_000, ge=1, le=10_000_000)
     notes_max_per_owner: int = Field(default=1000, ge=1, le=10_000_000)
+    # postgresql://user:password@host:port/database (libpq parameters such as ?sslmode=require pass through);
+    # when set, notes live in PostgreSQL, shared by every replica, and NOTES_DB_PATH is ignored.
+    notes_database_url: SecretStr | None = None
+    notes_db_pool_min: int = Field(default=1, ge=0, le=1000)
+    notes_db_pool_max: int = Field(default=10, ge=1, le=1000)
+    # The longest a notes call waits for the database (a pooled connection, then the query) before a tool error.
+    notes_db_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
 
     # --- embedded development issuer (python server.py --dev only) ------------------------------
     dev_client_id: str = "dev-client"
@@ -160,6 +193,7 @@ class Settings(BaseSettings):
         "mcp_allowed_hosts",
         "cors_allow_origins",
         "forwarded_allow_ips",
+        "otel_traces_exporter",
         mode="before",
     )
     @classmethod
@@ -233,6 +267,19 @@ class Settings(BaseSettings):
             raise ValueError('expected a file path, or ":memory:" for a throwaway database')
         return value
 
+    @field_validator("notes_database_url", mode="before")
+    @classmethod
+    def _database_url(cls, value: Any) -> Any:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        if isinstance(raw, str):
+            # Imported here: psycopg (which parses the URL as libpq does) is needed only when a URL is set.
+            from tools.pg_url import check_database_url
+
+            check_database_url(raw)  # its message never repeats the URL: it holds a password
+        return value
+
     @field_validator("oauth_audience")
     @classmethod
     def _audiences(cls, value: list[str]) -> list[str]:
@@ -299,6 +346,33 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected at least {MIN_METRICS_TOKEN_CHARS} characters (e.g. openssl rand -hex 32)")
         return value
 
+    @field_validator("otel_traces_exporter")
+    @classmethod
+    def _traces_exporter(cls, value: list[str]) -> list[str]:
+        names = [name.lower() for name in value]
+        for name in names:
+            if name not in TRACES_EXPORTERS:
+                raise ValueError(f"expected otlp, console or none (comma-separated), got {name!r}")
+        return list(dict.fromkeys(names))
+
+    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+                raise ValueError(f"expected an http:// or https:// URL like http://otel-collector:4318, got {value!r}")
+        return value
+
+    @field_validator("otel_exporter_otlp_protocol", "otel_exporter_otlp_traces_protocol")
+    @classmethod
+    def _otlp_protocol(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value and value != OTLP_PROTOCOL:
+            raise ValueError(f"only {OTLP_PROTOCOL} is supported (the OTLP/HTTP exporter is installed), got {value!r}")
+        return value
+
     # The presets' own values: each check lives with its preset in auth/providers.py.
     @field_validator("oauth_domain")
     @classmethod
@@ -353,6 +427,10 @@ class Settings(BaseSettings):
             object.__setattr__(self, "mcp_server_url", f"http://{host}:{self.port}/mcp")
         if not self.oauth_audience:
             object.__setattr__(self, "oauth_audience", [self.mcp_server_url])
+        if self.notes_db_pool_min > self.notes_db_pool_max:
+            raise ValueError(
+                f"NOTES_DB_POOL_MIN: {self.notes_db_pool_min} is more than NOTES_DB_POOL_MAX ({self.notes_db_pool_max})"
+            )
         return self
 
     # --- derived views -------------------------------------------------------------------------
@@ -386,17 +464,21 @@ class Settings(BaseSettings):
             )
 
 
-def _env_name(loc: tuple[Any, ...]) -> str:
-    return str(loc[0]).upper() if loc else "configuration"
+def _env_name(loc: tuple[Any, ...], value: Any) -> str:
+    name = str(loc[0]).upper() if loc else "configuration"
+    source = file_variable(value)
+    return f"{name} (from {source})" if source else name
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment and `.env` once; raise SettingsError with one line on a bad value."""
     try:
         return Settings(**overrides)
+    except SecretFileError as exc:
+        raise SettingsError(str(exc)) from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{_env_name(error['loc'])}: {message}" if error["loc"] else message)
+            problems.append(f"{_env_name(error['loc'], error.get('input'))}: {message}" if error["loc"] else message)
         raise SettingsError("; ".join(problems)) from None

@@ -1,88 +1,150 @@
-"""Target B: this server's stack with the bearer middleware and scope gate left out. Benchmark only.
+"""Target B: `python server.py` as in production, its auth layers run for the first caller only. Benchmark only.
 
-A fixed principal is attached to every request instead, so tools run as they do for a verified caller.
-Configured by the same environment as `python server.py`; never reachable from the production entry point.
+The app's middleware whose classes come from the `auth` package (found by module, not by name) are wrapped in
+AuthOnce: requests go through them until one carrying an `Authorization` header passes them all. What they
+attached to that request (scope entries such as `user` and `auth`, `scope["state"]` entries, context variables
+such as the SDK's current access token) is recorded, and every later request gets the same, without running
+them. So tools run as for that verified caller, and B knows nothing of how a caller is represented.
+Started by `bench.run` with the same environment as A; never reachable from the production entry point.
 """
 
 from __future__ import annotations
 
+import contextvars
 import sys
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from mcp.server.auth.middleware.auth_context import auth_context_var
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
-from starlette.authentication import AuthCredentials
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from auth.middleware import BearerAuthMiddleware, access_token_for
-from auth.principal import Principal
-from auth.request_auth import RequestAuth, set_request_auth
-from auth.scope_gate import ScopeGate
-from server import GracefulServer, uvicorn_config
-from settings import Settings, load_settings
-from web.app import build_app, scopes_supported
-from web.log_format import configure_logging
+import server
+
+AUTH_PACKAGE = "auth"
 
 
-class FixedPrincipal:
-    """Attaches the same, prebuilt caller to every HTTP request, where BearerAuthMiddleware would verify one."""
+def is_auth_layer(middleware: Middleware) -> bool:
+    module = getattr(middleware.cls, "__module__", "") or ""
+    return module == AUTH_PACKAGE or module.startswith(AUTH_PACKAGE + ".")
 
-    def __init__(self, app: ASGIApp, *, principal: Principal, resource: str) -> None:
+
+@dataclass(frozen=True)
+class Snapshot:
+    scope: dict[str, Any]
+    state: dict[str, Any]
+    context: dict[contextvars.ContextVar[Any], Any]
+
+    @classmethod
+    def of(cls, scope: Scope) -> Snapshot:
+        state = scope.get("state")
+        return cls(dict(scope), dict(state) if isinstance(state, Mapping) else {}, dict(contextvars.copy_context()))
+
+
+_BEFORE: contextvars.ContextVar[Snapshot] = contextvars.ContextVar("bench_noauth_before")
+
+
+def changed(before: Mapping[Any, Any], after: Mapping[Any, Any]) -> dict[Any, Any]:
+    """Entries of `after` that are new or hold another object than in `before`."""
+    return {key: value for key, value in after.items() if key not in before or before[key] is not value}
+
+
+@dataclass(frozen=True)
+class Attached:
+    """What the auth layers attached to one request that passed them."""
+
+    scope: dict[str, Any]
+    state: dict[str, Any]
+    context: dict[contextvars.ContextVar[Any], Any]
+
+    @classmethod
+    def between(cls, before: Snapshot, after: Snapshot) -> Attached:
+        scope = changed(before.scope, after.scope)
+        scope.pop("state", None)  # its entries are taken one by one below
+        context = changed(before.context, after.context)
+        context.pop(_BEFORE, None)
+        return cls(scope, changed(before.state, after.state), context)
+
+
+class _Recorder:
+    """Innermost of the wrapped auth layers: a request that reaches it has passed them all."""
+
+    def __init__(self, app: ASGIApp, owner: AuthOnce) -> None:
         self.app = app
-        self.principal = principal
-        self.user = AuthenticatedUser(access_token_for(principal, "bench-no-token", resource))
-        self.credentials = AuthCredentials(sorted(principal.scopes))
+        self.owner = owner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        before = _BEFORE.get(None)
+        if self.owner.attached is None and before is not None and scope["type"] == "http":
+            self.owner.attached = Attached.between(before, Snapshot.of(scope))
+        await self.app(scope, receive, send)
+
+
+def _carries_credentials(scope: Scope) -> bool:
+    return any(name.lower() == b"authorization" for name, _ in scope.get("headers", ()))
+
+
+class AuthOnce:
+    """The auth layers for requests until one with credentials passes them; their attachments replayed after."""
+
+    def __init__(self, app: ASGIApp, *, layers: list[Middleware]) -> None:
+        self.app = app
+        self.attached: Attached | None = None
+        wrapped: ASGIApp = _Recorder(app, self)
+        for cls, args, kwargs in reversed(layers):
+            wrapped = cls(wrapped, *args, **kwargs)
+        self.layers = wrapped
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        attached = self.attached
+        if scope["type"] != "http" or attached is None:
+            marker = (
+                _BEFORE.set(Snapshot.of(scope)) if scope["type"] == "http" and _carries_credentials(scope) else None
+            )
+            try:
+                await self.layers(scope, receive, send)
+            finally:
+                if marker is not None:
+                    _BEFORE.reset(marker)
             return
-        scope["user"] = self.user
-        scope["auth"] = self.credentials
-        set_request_auth(scope, RequestAuth("ok", self.principal))
-        context = auth_context_var.set(self.user)
+        scope.update(attached.scope)
+        scope.setdefault("state", {}).update(attached.state)
+        markers = [(variable, variable.set(value)) for variable, value in attached.context.items()]
         try:
             await self.app(scope, receive, send)
         finally:
-            auth_context_var.reset(context)
+            for variable, marker in reversed(markers):
+                variable.reset(marker)
 
 
-def bench_principal(settings: Settings) -> Principal:
-    claims = {"iss": settings.oauth_issuer, "sub": "bench", "azp": "bench-client", "aud": settings.mcp_server_url}
-    return Principal(
-        subject="bench",
-        client_id="bench-client",
-        issuer=settings.oauth_issuer,
-        audience=(settings.mcp_server_url,),
-        scopes=frozenset(scopes_supported(settings)),
-        expires_at=datetime.now(UTC) + timedelta(days=1),
-        claims=claims,
-    )
-
-
-def without_auth(app: Starlette, settings: Settings) -> Starlette:
-    """The same app, the bearer middleware replaced by FixedPrincipal and the scope gate removed."""
-    stack: list[Middleware] = []
-    for middleware in app.user_middleware:
-        if middleware.cls is BearerAuthMiddleware:
-            principal = bench_principal(settings)
-            stack.append(Middleware(FixedPrincipal, principal=principal, resource=settings.mcp_server_url))
-        elif middleware.cls is not ScopeGate:
-            stack.append(middleware)
-    app.user_middleware = stack
+def without_auth(app: Starlette) -> Starlette:
+    """`app` with its auth-package middleware wrapped in AuthOnce. RuntimeError if there are none, or if other
+    middleware sit between them (AuthOnce would skip those too)."""
+    stack = list(app.user_middleware)
+    found = [index for index, middleware in enumerate(stack) if is_auth_layer(middleware)]
+    if not found:
+        raise RuntimeError(f"no middleware from the {AUTH_PACKAGE!r} package in the app: nothing to leave out")
+    first, last = found[0], found[-1]
+    if found != list(range(first, last + 1)):
+        others = [middleware.cls.__qualname__ for middleware in stack[first:last] if not is_auth_layer(middleware)]
+        raise RuntimeError(f"middleware between the auth layers would be left out with them: {', '.join(others)}")
+    layers = stack[first : last + 1]
+    app.user_middleware = [*stack[:first], Middleware(AuthOnce, layers=layers), *stack[last + 1 :]]
+    names = ", ".join(f"{m.cls.__module__}.{m.cls.__qualname__}" for m in layers)
+    print(f"bench B: run for the first caller only: {names}", file=sys.stderr)
     return app
 
 
 def main() -> int:
-    settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format, settings.log_flush_seconds)
-    app = without_auth(build_app(settings), settings)
-    AppStatus.disable_automatic_graceful_drain()
-    GracefulServer(uvicorn_config(app, settings)).run()
-    return 0
+    """`python server.py`, production mode, with `server.build_app`'s app passed through without_auth."""
+    build_app = server.build_app
+
+    def build_app_without_auth(*args: Any, **kwargs: Any) -> Starlette:
+        return without_auth(build_app(*args, **kwargs))
+
+    server.build_app = build_app_without_auth
+    return server.main([])
 
 
 if __name__ == "__main__":

@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
-# What `make bench` needs beyond the project's venv: wrk and valgrind (Debian's packages; valgrind for
-# `make bench-instructions`) and the SDK reference's own venv,
+# What `make bench` needs beyond the project's venv: wrk (Debian's package) and the SDK reference's own venv,
 # which holds only `pip install mcp` (same versions as requirements.lock, so no uvloop and no httptools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
-if ! command -v wrk >/dev/null 2>&1 || ! command -v valgrind >/dev/null 2>&1; then
+if ! command -v wrk >/dev/null 2>&1; then
     if [ "$(id -u)" -ne 0 ]; then
         SUDO=sudo
     else
         SUDO=
     fi
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq wrk valgrind >/dev/null
+    $SUDO apt-get install -y -qq wrk >/dev/null
 fi
 
 SDK_VENV="$VENV/sdk-reference"

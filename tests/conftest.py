@@ -10,7 +10,9 @@ import respx
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from starlette.testclient import TestClient
 
+from secret_files import secret_fields
 from settings import Settings
+from tests import pg
 from tests.support import BASE_URL, FakeIdP, Signer, make_settings
 from web.app import build_app
 
@@ -73,6 +75,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No developer's shell or .env leaks into a test: every Settings field is unset, cwd is empty."""
     for name in Settings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
+    for name in secret_fields(Settings):
+        monkeypatch.delenv(f"{name.upper()}_FILE", raising=False)
     monkeypatch.chdir(tmp_path)
 
 
@@ -86,3 +90,16 @@ def client(idp: FakeIdP, settings: Settings) -> Iterator[TestClient]:
     """The real app, lifespan running, behind the real middleware; talks to the mocked IdP."""
     with TestClient(build_app(settings), base_url=BASE_URL) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def postgres_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database for this run (see tests/pg.py for where the server comes from)."""
+    with pg.fresh_database(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> str:
+    """The run's database, emptied of the notes tables for this test."""
+    return pg.empty(postgres_database)

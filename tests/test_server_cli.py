@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from secret_files import secret_fields
 from settings import Settings
 from tests.support import legacy_headers, parse_mcp_response, rpc_body
 
@@ -31,7 +33,9 @@ def free_port() -> int:
 
 def server_env(**values: str) -> dict[str, str]:
     """The current environment without any Settings variable, plus `values`."""
-    names = {name.upper() for name in Settings.model_fields}
+    names = {name.upper() for name in Settings.model_fields} | {
+        f"{name.upper()}_FILE" for name in secret_fields(Settings)
+    }
     env = {name: value for name, value in os.environ.items() if name.upper() not in names}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(values)
@@ -142,6 +146,16 @@ def test_missing_issuer_exits_2_with_one_line(tmp_path):
     assert "--dev" in line
 
 
+def test_an_unreadable_secret_file_exits_2_naming_its_variable(tmp_path):
+    gone = tmp_path / "metrics-token"
+    result = run_server(cwd=tmp_path, OAUTH_ISSUER="https://idp.example.com/", METRICS_TOKEN_FILE=str(gone))
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"configuration error: METRICS_TOKEN_FILE: cannot read {str(gone)!r}: No such file or directory"
+    ]
+
+
 def test_symmetric_algorithm_exits_2_naming_the_variable(tmp_path):
     result = run_server(cwd=tmp_path, OAUTH_ISSUER="https://idp.example.com/", OAUTH_ALGORITHMS="HS256")
     line = assert_one_line_config_error(result, "OAUTH_ALGORITHMS")
@@ -208,3 +222,51 @@ def test_dev_server_works_with_a_production_dotenv_in_place(tmp_path):
         assert response.status_code == 200, response.text
         identity = parse_mcp_response(response)["result"]["structuredContent"]
         assert identity["audience"] == [f"{server.base_url}/mcp"]
+
+
+# --- tracing ------------------------------------------------------------------------------------------
+
+
+def printed_spans(stdout: str) -> list[dict]:
+    """The JSON objects the console span exporter printed (one per span, indented), among the banner's lines."""
+    decoder, spans, position = json.JSONDecoder(), [], 0
+    while (start := stdout.find("{\n", position)) >= 0:
+        try:
+            span, position = decoder.raw_decode(stdout, start)
+        except ValueError:
+            position = start + 1
+            continue
+        spans.append(span)
+    return spans
+
+
+def test_console_tracing_exports_buffered_spans_at_sigterm(tmp_path):
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    # The batch processor would wait a minute: only the shutdown after SIGTERM can export these spans.
+    values = {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "60000", "LOG_FORMAT": "json"}
+    with running_server("--dev", cwd=tmp_path, **values) as server:
+        token = server.banner_token()
+        body = rpc_body("tools/call", {"name": "get_me", "arguments": {}})
+        headers = {**legacy_headers(token), "traceparent": f"00-{trace_id}-{parent_id}-01"}
+        response = httpx.post(f"{server.base_url}/mcp", json=body, headers=headers, timeout=10.0)
+        assert response.status_code == 200, response.text
+        assert '"name": "POST /mcp"' not in server.stdout  # still buffered
+        server.process.send_signal(signal.SIGTERM)
+        assert server.wait_exit(timeout=10) == 0
+    spans = printed_spans(server.stdout)
+    [request] = [span for span in spans if span["name"] == "POST /mcp"]
+    assert request["kind"] == "SpanKind.SERVER"
+    assert request["context"]["trace_id"] == f"0x{trace_id}"
+    assert request["parent_id"] == f"0x{parent_id}"
+    assert request["attributes"]["auth.outcome"] == "ok"
+    assert request["attributes"]["auth.client_id"] == "dev-client"
+    assert request["resource"]["attributes"]["service.name"] == "mcp-oauth-resource-server"
+    # The SDK's own span for the message nests under the request's.
+    [message] = [span for span in spans if span["name"] == "tools/call get_me"]
+    assert message["parent_id"] == request["context"]["span_id"]
+    assert token not in server.stdout.replace(f"Authorization: Bearer {token}", "")  # the banner's line only
+    access = [json.loads(line) for line in server.stderr.splitlines() if '"logger": "access"' in line]
+    [call] = [line for line in access if line["path"] == "/mcp"]
+    assert call["trace_id"] == trace_id
+    assert f"0x{call['span_id']}" == request["context"]["span_id"]
+    assert "Traceback" not in server.stderr

@@ -48,6 +48,13 @@ EVERY_VARIABLE = {
     "LOG_FORMAT": "JSON",
     "LOG_FLUSH_SECONDS": "0.5",
     "METRICS_TOKEN": "scrape-token-0123456789",
+    "OTEL_SDK_DISABLED": "true",
+    "OTEL_TRACES_EXPORTER": "OTLP, console,otlp",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": " http://otel-collector:4318 ",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://traces.example.com/v1/traces",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "HTTP/protobuf",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+    "OTEL_SERVICE_NAME": "mcp-eu-1",
     "DEV_CLIENT_ID": "my-dev-client",
     "DEV_CLIENT_SECRET": "my-dev-secret",
     "DEV_TOKEN_LIFETIME_SECONDS": "600",
@@ -58,6 +65,10 @@ EVERY_VARIABLE = {
     "NOTES_MAX_TITLE_CHARS": "80",
     "NOTES_MAX_CONTENT_CHARS": "5000",
     "NOTES_MAX_PER_OWNER": "2000",
+    "NOTES_DATABASE_URL": "postgresql://notes:pw@db.internal:5433/notes?sslmode=require",
+    "NOTES_DB_POOL_MIN": "2",
+    "NOTES_DB_POOL_MAX": "20",
+    "NOTES_DB_TIMEOUT_SECONDS": "2.5",
 }
 
 EXPECTED_VALUES = {
@@ -99,6 +110,13 @@ EXPECTED_VALUES = {
     "log_format": "json",
     "log_flush_seconds": 0.5,
     "metrics_token": SecretStr("scrape-token-0123456789"),
+    "otel_sdk_disabled": True,
+    "otel_traces_exporter": ["otlp", "console"],
+    "otel_exporter_otlp_endpoint": "http://otel-collector:4318",
+    "otel_exporter_otlp_traces_endpoint": "https://traces.example.com/v1/traces",
+    "otel_exporter_otlp_protocol": "http/protobuf",
+    "otel_exporter_otlp_traces_protocol": "http/protobuf",
+    "otel_service_name": "mcp-eu-1",
     "dev_client_id": "my-dev-client",
     "dev_token_lifetime_seconds": 600,
     "notes_read_scope": "notes.read",
@@ -108,6 +126,10 @@ EXPECTED_VALUES = {
     "notes_max_title_chars": 80,
     "notes_max_content_chars": 5000,
     "notes_max_per_owner": 2000,
+    "notes_database_url": SecretStr("postgresql://notes:pw@db.internal:5433/notes?sslmode=require"),
+    "notes_db_pool_min": 2,
+    "notes_db_pool_max": 20,
+    "notes_db_timeout_seconds": 2.5,
 }
 
 

@@ -1,28 +1,19 @@
-"""Per-user notes: the NotesStore interface the tools depend on, and its SQLite backend."""
+"""Per-user notes: the NotesStore interface the tools depend on, and what every backend shares (pure)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
-import os
 import re
 import secrets
-import sqlite3
-import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 Owner = tuple[str, str]  # (issuer, subject): subjects are unique only per issuer
 Migration = tuple[str, ...]  # statements that bring the schema from version N-1 to N
-
-T = TypeVar("T")
+NoteRow = tuple[str, str, str, int, int]  # id, title, content, created_at and updated_at in microseconds
 
 NOT_FOUND_MESSAGE = "note not found"
 INVALID_CURSOR_MESSAGE = "invalid cursor"
@@ -30,12 +21,7 @@ INVALID_CURSOR_MESSAGE = "invalid cursor"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_CURSOR_CHARS = 512
-_BUSY_TIMEOUT_SECONDS = 5.0
-_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
-_FIRST_RETRY_SECONDS = 0.005
-_LAST_RETRY_SECONDS = 0.1
-_MEMORY = ":memory:"
-_COLUMNS = "id, title, content, created_at, updated_at"
+NOTE_COLUMNS = "id, title, content, created_at, updated_at"  # the order of NoteRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +79,13 @@ class NotesStorageError(Exception):
     """The storage itself cannot serve (not open, schema too new, disk or lock failure): for operators, not users."""
 
 
+class SchemaTooNew(NotesStorageError):
+    """The database was migrated by a newer server: refused at start-up rather than misread."""
+
+
 @runtime_checkable
 class NotesStore(Protocol):
-    """What the notes tools depend on; every backend (SQLite now, PostgreSQL later) fits it."""
+    """What the notes tools depend on; every backend (SQLite, PostgreSQL) fits it."""
 
     async def create(self, owner: Owner, title: str, content: str) -> Note: ...
 
@@ -209,308 +199,57 @@ def decode_cursor(owner: Owner, cursor: object) -> tuple[int, str]:
     return created_us, note_id
 
 
-# --- SQLite ------------------------------------------------------------------------------------------
-
-# Append only: migration N brings user_version N-1 to N, inside one transaction.
-MIGRATIONS: tuple[Migration, ...] = (
-    (
-        """
-        CREATE TABLE notes (
-            id TEXT PRIMARY KEY NOT NULL,
-            issuer TEXT NOT NULL,
-            subject TEXT NOT NULL,
-            title TEXT NOT NULL,
-            content TEXT NOT NULL,
-            created_at INTEGER NOT NULL,
-            updated_at INTEGER NOT NULL
-        )
-        """,
-        "CREATE INDEX notes_by_owner ON notes (issuer, subject, created_at, id)",
-    ),
-)
+def limit_reached(limits: NotesLimits) -> NoteLimitExceeded:
+    return NoteLimitExceeded(
+        f"note limit reached: at most {limits.max_notes_per_owner} notes per user; delete some first"
+    )
 
 
-def _micros(moment: datetime) -> int:
+def newer_schema(database: str, version: int, latest: int) -> SchemaTooNew:
+    return SchemaTooNew(
+        f"the notes database {database} has schema version {version}, newer than this server "
+        f"understands ({latest}); upgrade the server or point it at another database"
+    )
+
+
+# --- rows: timestamps are stored as integer microseconds since the epoch, UTC, on every backend -------
+
+
+def micros(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def _moment(micros: int) -> datetime:
+def moment(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
-def _now_us() -> int:
-    return _micros(datetime.now(UTC))
+def now_us() -> int:
+    return micros(datetime.now(UTC))
 
 
-def _note(row: tuple[str, str, str, int, int]) -> Note:
+def note_from_row(row: NoteRow) -> Note:
     note_id, title, content, created_us, updated_us = row
-    return Note(note_id, title, content, _moment(created_us), _moment(updated_us))
+    return Note(note_id, title, content, moment(created_us), moment(updated_us))
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    # IMMEDIATE takes the write lock up front, so a read-then-write (count, then insert) cannot interleave.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+def page_from_rows(owner: Owner, rows: list[NoteRow], limit: int) -> NotePage:
+    """Rows fetched with LIMIT limit + 1: the extra row only says whether another page follows."""
+    notes = tuple(note_from_row(row) for row in rows[:limit])
+    if len(rows) <= limit:
+        return NotePage(notes, None)
+    last = rows[limit - 1]
+    return NotePage(notes, encode_cursor(owner, last[3], last[0]))
 
 
-class _SQLiteNotes:
-    """The synchronous half: one connection, used only on the store's worker thread."""
-
-    def __init__(self, conn: sqlite3.Connection, limits: NotesLimits) -> None:
-        self.conn = conn
-        self.limits = limits
-
-    def _select(self, owner: Owner, note_id: str) -> tuple[str, str, str, int, int] | None:
-        # The one lookup for get and update: a foreign id and a missing id take exactly this path.
-        return self.conn.execute(
-            f"SELECT {_COLUMNS} FROM notes WHERE id = ? AND issuer = ? AND subject = ?",  # noqa: S608 - constant
-            (note_id, *owner),
-        ).fetchone()
-
-    def create(self, owner: Owner, title: str, content: str) -> Note:
-        with _transaction(self.conn):
-            (count,) = self.conn.execute(
-                "SELECT COUNT(*) FROM notes WHERE issuer = ? AND subject = ?", owner
-            ).fetchone()
-            if count >= self.limits.max_notes_per_owner:
-                raise NoteLimitExceeded(
-                    f"note limit reached: at most {self.limits.max_notes_per_owner} notes per user; delete some first"
-                )
-            now = _now_us()
-            row = (new_note_id(), title, content, now, now)
-            self.conn.execute(
-                "INSERT INTO notes (id, issuer, subject, title, content, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (row[0], *owner, *row[1:]),
-            )
-        return _note(row)
-
-    def get(self, owner: Owner, note_id: str) -> Note:
-        row = self._select(owner, note_id)
-        if row is None:
-            raise NoteNotFound
-        return _note(row)
-
-    def page(self, owner: Owner, limit: int, after: tuple[int, str]) -> NotePage:
-        rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM notes"  # noqa: S608 - constant
-            " WHERE issuer = ? AND subject = ? AND (created_at, id) > (?, ?)"
-            " ORDER BY created_at, id LIMIT ?",
-            (*owner, *after, limit + 1),
-        ).fetchall()
-        notes = tuple(_note(row) for row in rows[:limit])
-        if len(rows) <= limit:
-            return NotePage(notes, None)
-        last = rows[limit - 1]
-        return NotePage(notes, encode_cursor(owner, last[3], last[0]))
-
-    def update(self, owner: Owner, note_id: str, title: str | None, content: str | None) -> Note:
-        with _transaction(self.conn):
-            row = self._select(owner, note_id)
-            if row is None:
-                raise NoteNotFound
-            _, old_title, old_content, created_us, updated_us = row
-            # Strictly later than the last update, even if the wall clock stepped back.
-            new = (
-                note_id,
-                old_title if title is None else title,
-                old_content if content is None else content,
-                created_us,
-                max(_now_us(), updated_us + 1),
-            )
-            self.conn.execute(
-                "UPDATE notes SET title = ?, content = ?, updated_at = ? WHERE id = ? AND issuer = ? AND subject = ?",
-                (new[1], new[2], new[4], note_id, *owner),
-            )
-        return _note(new)
-
-    def delete(self, owner: Owner, note_id: str) -> None:
-        with _transaction(self.conn):
-            deleted = self.conn.execute(
-                "DELETE FROM notes WHERE id = ? AND issuer = ? AND subject = ?", (note_id, *owner)
-            ).rowcount
-            if deleted == 0:
-                raise NoteNotFound
-
-    def ping(self) -> bool:
-        return self.conn.execute("SELECT 1").fetchone() == (1,)
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in _BUSY_CODES  # the low byte is the primary code
-
-
-def _close_if_connected(connecting: Future[_SQLiteNotes]) -> None:
-    if not connecting.cancelled() and connecting.exception() is None:
-        connecting.result().conn.close()
-
-
-class SQLiteNotesStore:
-    """NotesStore on one SQLite database; every sqlite call runs on the store's own worker thread."""
-
-    migrations: ClassVar[tuple[Migration, ...]] = MIGRATIONS
-
-    def __init__(self, path: str | os.PathLike[str], limits: NotesLimits = DEFAULT_LIMITS) -> None:
-        self._path = os.fspath(path)
-        if not self._path:
-            raise ValueError('the notes database path must not be empty (use ":memory:" for a throwaway one)')
-        self._limits = limits
-        self._executor: ThreadPoolExecutor | None = None
-        self._notes: _SQLiteNotes | None = None
-        self._lifecycle = asyncio.Lock()
-
-    @property
-    def limits(self) -> NotesLimits:
-        return self._limits
-
-    async def open(self) -> None:
-        """Connect, set the PRAGMAs and migrate the schema; does nothing if already open."""
-        async with self._lifecycle:
-            if self._executor is not None:
-                return
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notes-sqlite")
-            connecting = executor.submit(self._connect)
-            try:
-                notes = await asyncio.wrap_future(connecting)
-            except BaseException:
-                # Queued behind _connect on the same thread: even a cancelled open() leaves no connection behind.
-                executor.submit(_close_if_connected, connecting)
-                executor.shutdown(wait=False)
-                raise
-            self._executor, self._notes = executor, notes
-
-    async def close(self) -> None:
-        """Let the operations already queued finish, then close the connection; safe to call twice."""
-        async with self._lifecycle:
-            executor, notes = self._executor, self._notes
-            self._executor = self._notes = None
-            if executor is None or notes is None:
-                return
-            try:
-                await asyncio.shield(asyncio.wrap_future(executor.submit(notes.conn.close)))
-            finally:
-                executor.shutdown(wait=False)
-
-    async def create(self, owner: Owner, title: str, content: str) -> Note:
-        owner = check_owner(owner)
-        title, content = check_title(title, self._limits), check_content(content, self._limits)
-        return await self._call(_SQLiteNotes.create, owner, title, content)
-
-    async def get(self, owner: Owner, note_id: str) -> Note:
-        owner = check_owner(owner)
-        if not is_well_formed_id(note_id):
-            raise NoteNotFound
-        return await self._call(_SQLiteNotes.get, owner, note_id)
-
-    async def list(self, owner: Owner, *, limit: int = 20, cursor: str | None = None) -> NotePage:
-        owner = check_owner(owner)
-        limit = check_page_size(limit, self._limits)
-        after = (-1, "") if cursor is None else decode_cursor(owner, cursor)
-        return await self._call(_SQLiteNotes.page, owner, limit, after)
-
-    async def update(self, owner: Owner, note_id: str, *, title: str | None = None, content: str | None = None) -> Note:
-        owner = check_owner(owner)
-        if title is None and content is None:
-            raise InvalidNoteInput("nothing to update: give a new title, new content, or both")
-        title = None if title is None else check_title(title, self._limits)
-        content = None if content is None else check_content(content, self._limits)
-        if not is_well_formed_id(note_id):
-            raise NoteNotFound
-        return await self._call(_SQLiteNotes.update, owner, note_id, title, content)
-
-    async def delete(self, owner: Owner, note_id: str) -> None:
-        owner = check_owner(owner)
-        if not is_well_formed_id(note_id):
-            raise NoteNotFound
-        await self._call(_SQLiteNotes.delete, owner, note_id)
-
-    async def ping(self) -> bool:
-        """Whether the database answers a query; queued behind writes already in flight."""
-        try:
-            return await self._call(_SQLiteNotes.ping)
-        except NotesStorageError:
-            return False
-
-    async def _call(self, operation: Callable[..., T], *args: object) -> T:
-        executor, notes = self._executor, self._notes
-        if executor is None or notes is None:
-            raise NotesStorageError("the notes store is not open")
-        try:
-            # No await between the check and the submit, so close() cannot slip in between.
-            return await asyncio.get_running_loop().run_in_executor(executor, operation, notes, *args)
-        except sqlite3.Error as exc:
-            raise NotesStorageError(f"the notes database failed: {exc}") from exc
-
-    # --- on the worker thread ------------------------------------------------------------------------
-
-    def _connect(self) -> _SQLiteNotes:
-        try:
-            if self._path != _MEMORY:
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise NotesStorageError(f"cannot open the notes database {self._path}: {exc}") from exc
-        try:
-            self._set_up(conn)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise NotesStorageError(f"cannot use the notes database {self._path}: {exc}") from exc
-        except BaseException:
-            conn.close()
-            raise
-        return _SQLiteNotes(conn, self._limits)
-
-    def _set_up(self, conn: sqlite3.Connection) -> None:
-        # Several stores opening one fresh file at once (replicas starting together, or a cancelled open()
-        # still connecting) can make SQLite refuse the switch to WAL with SQLITE_BUSY at once, without
-        # waiting on the busy timeout, to avoid a deadlock. Both steps are idempotent, so try again. This runs on
-        # the store's worker thread (see open()), so the pauses never block the event loop.
-        deadline = time.monotonic() + _BUSY_TIMEOUT_SECONDS
-        pause = _FIRST_RETRY_SECONDS
-        while True:
-            try:
-                self._configure(conn)
-                self._migrate(conn)
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() + pause > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, _LAST_RETRY_SECONDS)
-
-    def _configure(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_SECONDS * 1000)}")
-        (journal_mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        if self._path != _MEMORY and journal_mode.lower() != "wal":
-            raise NotesStorageError(f"cannot put the notes database {self._path} in WAL mode (got {journal_mode})")
-        conn.execute("PRAGMA synchronous = FULL")  # an acknowledged write survives power loss
-        conn.execute("PRAGMA foreign_keys = ON")
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        latest = len(self.migrations)
-        if self._schema_version(conn, latest) == latest:
-            return
-        with _transaction(conn):
-            # Read again under the write lock: another process may have migrated meanwhile.
-            version = self._schema_version(conn, latest)
-            for number, statements in enumerate(self.migrations[version:], start=version + 1):
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number:d}")
-
-    def _schema_version(self, conn: sqlite3.Connection, latest: int) -> int:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > latest:
-            raise NotesStorageError(
-                f"the notes database {self._path} has schema version {version}, newer than this server "
-                f"understands ({latest}); upgrade the server or point it at another database"
-            )
-        return version
+def checked_update(
+    owner: object, note_id: object, title: object, content: object, limits: NotesLimits
+) -> tuple[Owner, str | None, str | None]:
+    """The owner, title and content of an update as stored; raises NoteNotFound for an id no store issued."""
+    checked_owner = check_owner(owner)
+    if title is None and content is None:
+        raise InvalidNoteInput("nothing to update: give a new title, new content, or both")
+    new_title = None if title is None else check_title(title, limits)
+    new_content = None if content is None else check_content(content, limits)
+    if not is_well_formed_id(note_id):
+        raise NoteNotFound
+    return checked_owner, new_title, new_content

@@ -92,8 +92,8 @@ class AccessLog:
     def _record(self, scope: Scope, state: dict, status: int, seconds: float, request_id: str) -> None:
         auth = request_auth(scope)
         outcome = auth.outcome if auth is not None else None
-        # No more of the path than the line shows (one character more says it was cut): the entry and the metrics
-        # observation wait for their batch, and the client chose the path's length.
+        # No more of the path than the line shows (one character more says it was cut): the entry waits for its
+        # batch, and the client chose the path's length.
         path = scope["path"][: MAX_PATH_CHARS + 1]
         if self.metrics is not None:
             self.metrics.observe_request(

@@ -1,15 +1,18 @@
-"""Assembles the stack: CORS -> access log -> transport guard -> bearer auth -> scope gate -> routes."""
+"""Assembles the stack: (tracing) -> CORS -> access log -> transport guard -> bearer auth -> scope gate -> routes."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from opentelemetry import trace
+from opentelemetry.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -23,17 +26,22 @@ from auth.middleware import BearerAuthMiddleware
 from auth.scope_gate import ScopeGate
 from auth.token_rules import TokenRules
 from auth.tooling.dev_issuer import DEV_ISSUER_PATH, DevIssuer
-from settings import Settings
-from tools.notes_store import NotesLimits, SQLiteNotesStore
+from settings import Settings, is_loopback_host
+from tools.notes_store import NotesLimits, NotesStore
+from tools.notes_store_sqlite import SQLiteNotesStore
 from tools.registry import build_mcp_server, scopes_by_tool, tool_scopes, tool_specs
 from web.access_log import AccessLog
 from web.compat import break_runner_cycles
 from web.guard import TransportGuard, allowed_hosts_for, origin_of
 from web.health import health_routes
-from web.metrics import Metrics
+from web.metrics import Metrics, PoolStats
 from web.metrics_route import METRICS_PATH, metrics_routes
 from web.tool_metrics import ToolCallMetrics
+from web.tracing import TRACER_NAME, TracedNotesStore, TracingMiddleware
 from web.well_known import resource_metadata_url, well_known_routes
+
+if TYPE_CHECKING:
+    from tools.notes_store_postgres import PostgresNotesStore
 
 MCP_PATH = "/mcp"
 CORS_ALLOW_HEADERS = [
@@ -57,7 +65,7 @@ class Components:
     keys: JWKSCache
     verifier: JwtVerifier
     mcp: MCPServer
-    store: SQLiteNotesStore
+    store: SQLiteNotesStore | PostgresNotesStore
     metrics: Metrics
 
 
@@ -67,12 +75,47 @@ def scopes_supported(settings: Settings) -> list[str]:
     return list(dict.fromkeys(settings.public_scope(scope) for scope in scopes))
 
 
+@runtime_checkable
+class PoolStatsSource(Protocol):
+    """A notes store with a connection pool (the PostgreSQL one) reports its statistics for the metrics."""
+
+    def pool_stats(self) -> Mapping[str, float]: ...
+
+
+def pool_stats_of(store: object) -> PoolStats | None:
+    """The store's pool statistics callable for /metrics' `mcp_notes_db_pool_*` gauges; None for a store without
+    a pool (SQLite)."""
+    return store.pool_stats if isinstance(store, PoolStatsSource) else None
+
+
 def drop_idle_tracing(mcp: MCPServer) -> None:
-    """The SDK wraps every message in an OpenTelemetry span. With no tracer provider installed (this project
-    ships none; `opentelemetry-instrument` would install one before the app is built) each span is a no-op that
-    still costs several percent of a tool call, so the middleware stays only when there is a provider."""
+    """The SDK wraps every message in an OpenTelemetry span. With no tracer provider installed globally (tracing
+    off: web.tracing installs one only when the OTEL_* variables ask for it, or `opentelemetry-instrument` does,
+    before the app is built) each span is a no-op that still costs several percent of a tool call, so the
+    middleware stays only when there is a provider; then its spans nest under the request's server span."""
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         mcp.middleware[:] = [layer for layer in mcp.middleware if not isinstance(layer, OpenTelemetryMiddleware)]
+
+
+def build_notes_store(settings: Settings) -> SQLiteNotesStore | PostgresNotesStore:
+    """PostgreSQL when NOTES_DATABASE_URL is set (several replicas share it), else SQLite at NOTES_DB_PATH."""
+    limits = NotesLimits(
+        max_title_chars=settings.notes_max_title_chars,
+        max_content_chars=settings.notes_max_content_chars,
+        max_notes_per_owner=settings.notes_max_per_owner,
+    )
+    if settings.notes_database_url is None:
+        return SQLiteNotesStore(settings.notes_db_path, limits)
+    # Imported here: psycopg takes a good part of a start-up's time, and a SQLite server never needs it.
+    from tools.notes_store_postgres import PostgresNotesStore
+
+    return PostgresNotesStore(
+        settings.notes_database_url.get_secret_value(),
+        limits,
+        pool_min=settings.notes_db_pool_min,
+        pool_max=settings.notes_db_pool_max,
+        timeout=settings.notes_db_timeout_seconds,
+    )
 
 
 def build_jwks_cache(settings: Settings) -> JWKSCache:
@@ -95,7 +138,10 @@ def build_app(
     *,
     dev_issuer: DevIssuer | None = None,
     extra_origins: tuple[str, ...] = (),
+    tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
+    """The app. With a tracer_provider (tracing on), requests and notes-store calls get spans from it; without one,
+    no tracing code is on any request's path."""
     settings.require_issuer()
     break_runner_cycles()  # each call's SDK objects freed as it ends, not by the cyclic collector
     scopes = scopes_supported(settings)
@@ -109,16 +155,12 @@ def build_app(
         cache_seconds=settings.oauth_token_cache_seconds,
         refusal_cache_seconds=settings.oauth_refusal_cache_seconds,
     )
-    store = SQLiteNotesStore(
-        settings.notes_db_path,
-        NotesLimits(
-            max_title_chars=settings.notes_max_title_chars,
-            max_content_chars=settings.notes_max_content_chars,
-            max_notes_per_owner=settings.notes_max_per_owner,
-        ),
-    )
-    specs = tool_specs(settings, store)
-    metrics = Metrics(keys=keys, tool_names=[spec.name for spec in specs])
+    store = build_notes_store(settings)
+    tracer = tracer_provider.get_tracer(TRACER_NAME) if tracer_provider is not None else None
+    system = "sqlite" if isinstance(store, SQLiteNotesStore) else "postgresql"
+    tools_store: NotesStore = store if tracer is None else TracedNotesStore(store, tracer, system=system)
+    specs = tool_specs(settings, tools_store)
+    metrics = Metrics(keys=keys, tool_names=[spec.name for spec in specs], pool_stats=pool_stats_of(store))
     mcp = build_mcp_server(settings, specs, middleware=[ToolCallMetrics(metrics)])
     drop_idle_tracing(mcp)
     # Host and Origin are checked by TransportGuard, against the public URL, before auth.
@@ -157,6 +199,8 @@ def build_app(
 
     origins = list(dict.fromkeys([*settings.cors_allow_origins, *extra_origins]))
     middleware = []
+    if tracer is not None:  # outermost: every log line of a request, the access line included, is inside its span
+        middleware.append(Middleware(TracingMiddleware, tracer=tracer))
     if origins:
         middleware.append(
             Middleware(
@@ -176,6 +220,7 @@ def build_app(
             allowed_hosts=allowed_hosts_for(settings.mcp_server_url, settings.mcp_allowed_hosts),
             allowed_origins=[*origins, origin_of(settings.mcp_server_url)],
             protected_path=MCP_PATH,
+            loopback_origins=is_loopback_host(urlsplit(settings.mcp_server_url).hostname or ""),
         ),
         Middleware(
             BearerAuthMiddleware,

@@ -32,8 +32,31 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+LOOPBACK_ORIGIN_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def is_loopback_origin(origin: str) -> bool:
+    """`http(s)://` + localhost, 127.0.0.1 or [::1], with or without a port: a page served from this machine.
+
+    Parsed by hand rather than by urlsplit, which raises on unbalanced brackets: an Origin header is untrusted
+    input, and anything but exactly this shape is not a loopback origin."""
+    scheme, sep, authority = origin.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return False
+    host = authority
+    if not authority.endswith("]"):  # "[::1]" has colons of its own
+        name, colon, port = authority.rpartition(":")
+        if colon:
+            if not (port.isascii() and port.isdigit() and len(port) <= 5):
+                return False
+            host = name
+    return host.lower() in LOOPBACK_ORIGIN_HOSTS
+
+
 class TransportGuard:
-    """Answers 421 for a foreign Host and 403 for an unlisted Origin on the protected paths."""
+    """Answers 421 for a foreign Host and 403 for an unlisted Origin on the protected paths.
+
+    With `loopback_origins` (a server whose public URL is on loopback), any loopback Origin is listed."""
 
     def __init__(
         self,
@@ -42,6 +65,7 @@ class TransportGuard:
         allowed_hosts: Iterable[str],
         allowed_origins: Iterable[str],
         protected_path: str = "/mcp",
+        loopback_origins: bool = False,
     ) -> None:
         self.app = app
         hosts = {host.lower() for host in allowed_hosts}
@@ -51,6 +75,12 @@ class TransportGuard:
         self.any_origin = "*" in origins
         self.origins = frozenset(origins - {"*"})
         self.protected_path = protected_path
+        # A server on a loopback URL is reached from pages on this machine at any port (the Inspector, a dev
+        # UI), as its Host check accepts loopback names at any port: DNS rebinding cannot forge those origins.
+        self.loopback_origins = loopback_origins
+
+    def _origin_ok(self, origin: str) -> bool:
+        return self.any_origin or origin in self.origins or (self.loopback_origins and is_loopback_origin(origin))
 
     def _host_ok(self, host: str) -> bool:
         host = host.lower()
@@ -72,7 +102,7 @@ class TransportGuard:
                 origin = value.decode("latin-1")
         if host is None or not self._host_ok(host):
             await _refuse(scope, send, Refusal(Reason.MISDIRECTED, status=421, error="misdirected_request"))
-        elif origin is not None and not self.any_origin and origin not in self.origins:
+        elif origin is not None and not self._origin_ok(origin):
             await _refuse(scope, send, Refusal(Reason.FORBIDDEN_ORIGIN, status=403, error="forbidden_origin"))
         else:
             await self.app(scope, receive, send)

@@ -1,4 +1,5 @@
-"""Log output: plain text lines or one JSON object per line, each tagged with the current request id.
+"""Log output: plain text lines or one JSON object per line, each tagged with the current request id (and, with
+tracing on, the current trace and span ids).
 
 Lines are written in batches (LOG_FLUSH_SECONDS): one write per batch instead of one per line, which was the
 largest part of an access-log line's cost. WARNING and above are written at once, and all at exit.
@@ -16,10 +17,12 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+from opentelemetry import trace
+
 # A deferred line's message and extra fields, computed from its entry when the batch is written.
 Render = Callable[[tuple[object, ...]], tuple[str, dict[str, object]]]
-# (created, formatter, logger name, render, entry): see BatchingStreamHandler.write_deferred
-_DeferredLine = tuple[float, "logging.Formatter | None", str, Render, tuple[object, ...]]
+# (created, formatter, logger name, render, entry, context fields): see BatchingStreamHandler.write_deferred
+_DeferredLine = tuple[float, "logging.Formatter | None", str, Render, tuple[object, ...], "dict[str, str] | None"]
 DEFERRED_LINE_CHARS = 200  # what a deferred line counts towards max_batch_chars before it is formatted
 
 # Set by the access-log middleware for the duration of one request.
@@ -41,6 +44,27 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request_id", None) is None:
             record.request_id = REQUEST_ID.get()
+        return True
+
+
+def trace_fields() -> dict[str, str] | None:
+    """`trace_id` (32 hex digits) and `span_id` (16) of the current span, or None outside a valid span."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return {"trace_id": trace.format_trace_id(context.trace_id), "span_id": trace.format_span_id(context.span_id)}
+
+
+class TraceContextFilter(RequestIdFilter):
+    """RequestIdFilter, plus `trace_id` and `span_id` of the span current when the record is logged. Installed only
+    with tracing on (configure_logging's trace_ids), so logging costs nothing more with it off."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        super().filter(record)
+        if getattr(record, "trace_id", None) is None:
+            fields = trace_fields()
+            if fields is not None:
+                record.trace_id, record.span_id = fields["trace_id"], fields["span_id"]
         return True
 
 
@@ -126,12 +150,20 @@ class BatchingStreamHandler(logging.StreamHandler):
         except Exception:  # noqa: BLE001 - logging's contract: report through handleError, never raise
             self.handleError(record)
 
-    def write_deferred(self, created: float, logger: str, render: Render, entry: tuple[object, ...]) -> None:
+    def write_deferred(
+        self,
+        created: float,
+        logger: str,
+        render: Render,
+        entry: tuple[object, ...],
+        context: dict[str, str] | None = None,
+    ) -> None:
         """An INFO line of `logger`, logged at `created`: `render(entry)` gives its message and extra fields when the
-        batch is written, and the formatter of this moment formats it (see DirectLines)."""
+        batch is written (plus `context`, fields taken when it was logged), and the formatter of this moment formats
+        it (see DirectLines)."""
         self.acquire()
         try:
-            self._batch.append((created, self.formatter, logger, render, entry))
+            self._batch.append((created, self.formatter, logger, render, entry, context))
             self._batch_chars += DEFERRED_LINE_CHARS
             if self._batch_chars >= self.max_batch_chars:
                 self._write_batch()
@@ -173,9 +205,11 @@ class BatchingStreamHandler(logging.StreamHandler):
             self.stream.flush()
 
     def _formatted(self, item: _DeferredLine) -> str:
-        created, formatter, logger, render, entry = item
+        created, formatter, logger, render, entry, context = item
         try:
             message, fields = render(entry)
+            if context is not None:
+                fields = {**fields, **context}
             if type(formatter) is JsonFormatter:
                 line = JsonFormatter.line(created, "INFO", logger, message, fields)
             elif type(formatter) is TextFormatter:
@@ -226,7 +260,7 @@ class DirectLines:
         if type(handler) is not BatchingStreamHandler or handler.level > logging.INFO:
             return None
         filters = handler.filters
-        if len(filters) != 1 or type(filters[0]) is not RequestIdFilter:
+        if len(filters) != 1 or type(filters[0]) not in (RequestIdFilter, TraceContextFilter):
             return None
         return handler
 
@@ -238,23 +272,27 @@ class DirectLines:
         handler = self.handler()
         if handler is None or type(handler.formatter) not in (TextFormatter, JsonFormatter):
             return False
-        handler.write_deferred(time.time(), self.logger.name, render, entry)
+        context = trace_fields() if type(handler.filters[0]) is TraceContextFilter else None
+        handler.write_deferred(time.time(), self.logger.name, render, entry, context)
         return True
 
 
-def log_handler(log_format: str, flush_seconds: float = 0) -> logging.Handler:
-    """The process's handler on stderr; with flush_seconds > 0, lines are written in batches."""
+def log_handler(log_format: str, flush_seconds: float = 0, *, trace_ids: bool = False) -> logging.Handler:
+    """The process's handler on stderr; with flush_seconds > 0, lines are written in batches; with trace_ids, each
+    line logged inside a span carries its trace and span ids."""
     handler: logging.StreamHandler = (
         BatchingStreamHandler(sys.stderr, flush_seconds=flush_seconds)
         if flush_seconds > 0
         else logging.StreamHandler(sys.stderr)
     )
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    handler.addFilter(RequestIdFilter())
+    handler.addFilter(TraceContextFilter() if trace_ids else RequestIdFilter())
     return handler
 
 
-def configure_logging(level: str, log_format: str = "text", flush_seconds: float = 0) -> None:
+def configure_logging(
+    level: str, log_format: str = "text", flush_seconds: float = 0, *, trace_ids: bool = False
+) -> None:
     """Root logging for the whole process (uvicorn and the MCP SDK included); call before MCPServer exists."""
-    logging.basicConfig(level=level, handlers=[log_handler(log_format, flush_seconds)])
+    logging.basicConfig(level=level, handlers=[log_handler(log_format, flush_seconds, trace_ids=trace_ids)])
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,19 +1,25 @@
-"""Request, auth, tool and JWKS counters in plain dicts, rendered in the Prometheus text format."""
+"""Request, auth, tool and JWKS counters in plain dicts, exposed to prometheus-client by one custom collector."""
 
 from __future__ import annotations
 
 import bisect
-import math
+import logging
+import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNKNOWN_TOOL = "unknown"
-PENDING_REQUESTS = 256  # request observations held before they are counted (render() counts them too)
 OTHER = "other"
+POOL_GAUGE_PREFIX = "mcp_notes_db_pool_"
+_METRIC_NAME_PART = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 # Route templates: exact paths, then prefixes. Labels stay few whatever paths clients invent.
 _EXACT_ROUTES = ("/mcp", "/healthz", "/readyz", "/metrics")
@@ -23,6 +29,11 @@ _PREFIX_ROUTES = (
     "/.well-known/openid-configuration",
     "/dev-issuer",
 )
+
+# Statistics of the notes store's connection pool at scrape time, by name (e.g. psycopg_pool's get_stats()).
+PoolStats = Callable[[], Mapping[str, float]]
+
+logger = logging.getLogger(__name__)
 
 
 class KeySetStats(Protocol):
@@ -69,108 +80,130 @@ class Histogram:
 
     def cumulative(self) -> list[tuple[str, int]]:
         running, rows = 0, []
-        for bound, count in zip((*map(_number, self.bounds), "+Inf"), self.counts, strict=True):
+        for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True):
             running += count
             rows.append((bound, running))
         return rows
 
 
 class Metrics:
-    """The process's counters. Single event loop, so plain dict increments need no lock."""
+    """The process's counters. Single event loop, so plain dict increments need no lock; prometheus-client reads
+    them only at scrape time (MetricsCollector), so a request pays for a few dict updates and nothing else."""
 
-    def __init__(self, *, keys: KeySetStats | None = None, tool_names: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        keys: KeySetStats | None = None,
+        tool_names: Iterable[str] = (),
+        pool_stats: PoolStats | None = None,
+    ) -> None:
         self.keys = keys
         self.tool_names = frozenset(tool_names)
+        self.pool_stats = pool_stats
         self.requests: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self.durations: dict[str, Histogram] = {}
         self.auth_outcomes: defaultdict[str, int] = defaultdict(int)
         self.tool_calls: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self._pending: list[tuple[str, str, int, float, str | None]] = []
 
     def observe_request(self, *, path: str, method: str, status: int, seconds: float, auth: str | None) -> None:
-        """Kept as it is and counted with the next ones (PENDING_REQUESTS at a time, or at the next render()):
-        many counted in a row cost less than each at the end of its own request."""
-        self._pending.append((path, method, status, seconds, auth))
-        if len(self._pending) >= PENDING_REQUESTS:
-            self._count_pending()
-
-    def _count_pending(self) -> None:
-        pending, self._pending = self._pending, []
-        requests, durations, auth_outcomes = self.requests, self.durations, self.auth_outcomes
-        for path, method, status, seconds, auth in pending:
-            route = route_template(path)
-            requests[(route, method if method in KNOWN_METHODS else OTHER, str(status))] += 1
-            histogram = durations.get(route)
-            if histogram is None:
-                histogram = durations[route] = Histogram(DURATION_BUCKETS)
-            histogram.observe(seconds)
-            if auth is not None:
-                auth_outcomes[auth] += 1
+        route = route_template(path)
+        self.requests[(route, method if method in KNOWN_METHODS else OTHER, str(status))] += 1
+        histogram = self.durations.get(route)
+        if histogram is None:
+            histogram = self.durations[route] = Histogram(DURATION_BUCKETS)
+        histogram.observe(seconds)
+        if auth is not None:
+            self.auth_outcomes[auth] += 1
 
     def observe_tool_call(self, tool: object, outcome: str) -> None:
         name = tool if isinstance(tool, str) and tool in self.tool_names else UNKNOWN_TOOL
         self.tool_calls[(name, outcome)] += 1
 
-    def render(self) -> str:
-        self._count_pending()
-        lines: list[str] = []
-        _family(lines, "mcp_http_requests_total", "counter", "HTTP requests by route template, method and status.")
-        for (route, method, status), value in sorted(self.requests.items()):
-            labels = {"route": route, "method": method, "status": status}
-            lines.append(_sample("mcp_http_requests_total", labels, value))
-        name = "mcp_http_request_duration_seconds"
-        _family(lines, name, "histogram", "Time to answer an HTTP request, by route template.")
-        for route, histogram in sorted(self.durations.items()):
-            for bound, count in histogram.cumulative():
-                lines.append(_sample(f"{name}_bucket", {"route": route, "le": bound}, count))
-            lines.append(_sample(f"{name}_sum", {"route": route}, histogram.sum))
-            lines.append(_sample(f"{name}_count", {"route": route}, histogram.count))
-        _family(lines, "mcp_auth_outcomes_total", "counter", "Bearer authentication outcomes by reason.")
-        for outcome, value in sorted(self.auth_outcomes.items()):
-            lines.append(_sample("mcp_auth_outcomes_total", {"outcome": outcome}, value))
-        _family(lines, "mcp_tool_calls_total", "counter", "Tool calls by tool and outcome (ok, tool_error, refused).")
-        for (tool, outcome), value in sorted(self.tool_calls.items()):
-            lines.append(_sample("mcp_tool_calls_total", {"tool": tool, "outcome": outcome}, value))
-        if self.keys is not None:
-            self._render_keys(lines, self.keys)
-        return "\n".join(lines) + "\n"
 
-    @staticmethod
-    def _render_keys(lines: list[str], keys: KeySetStats) -> None:
-        age = keys.age
-        gauges = (
-            ("mcp_jwks_fetches_total", "counter", "JWKS fetch attempts.", keys.fetch_count),
-            ("mcp_jwks_fetch_failures_total", "counter", "JWKS fetches that failed.", keys.failure_count),
-            ("mcp_jwks_age_seconds", "gauge", "Age of the key set held (NaN before the first fetch).", age),
-            ("mcp_jwks_keys", "gauge", "Usable signing keys held.", keys.key_count),
-            ("mcp_jwks_ready", "gauge", "1 when a usable key set is held.", int(keys.ready)),
+class MetricsCollector:
+    """A prometheus-client collector over Metrics: families built from the counters at each scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        metrics = self.metrics
+        requests = CounterMetricFamily(
+            "mcp_http_requests",
+            "HTTP requests by route template, method and status.",
+            labels=("route", "method", "status"),
         )
-        for name, kind, help_text, value in gauges:
-            _family(lines, name, kind, help_text)
-            lines.append(_sample(name, {}, math.nan if value is None else value))
+        for labels, value in sorted(metrics.requests.items()):
+            requests.add_metric(labels, value)
+        yield requests
+        durations = HistogramMetricFamily(
+            "mcp_http_request_duration_seconds", "Time to answer an HTTP request, by route template.", labels=("route",)
+        )
+        for route, histogram in sorted(metrics.durations.items()):
+            durations.add_metric((route,), histogram.cumulative(), histogram.sum)
+        yield durations
+        outcomes = CounterMetricFamily(
+            "mcp_auth_outcomes", "Bearer authentication outcomes by reason.", labels=("outcome",)
+        )
+        for outcome, value in sorted(metrics.auth_outcomes.items()):
+            outcomes.add_metric((outcome,), value)
+        yield outcomes
+        tools = CounterMetricFamily(
+            "mcp_tool_calls", "Tool calls by tool and outcome (ok, tool_error, refused).", labels=("tool", "outcome")
+        )
+        for labels, value in sorted(metrics.tool_calls.items()):
+            tools.add_metric(labels, value)
+        yield tools
+        if metrics.keys is not None:
+            yield from key_set_families(metrics.keys)
+        if metrics.pool_stats is not None:
+            yield from pool_families(metrics.pool_stats)
 
 
-def _family(lines: list[str], name: str, kind: str, help_text: str) -> None:
-    lines.append(f"# HELP {name} {help_text}")
-    lines.append(f"# TYPE {name} {kind}")
+def key_set_families(keys: KeySetStats) -> Iterator[Metric]:
+    age = keys.age
+    yield CounterMetricFamily("mcp_jwks_fetches", "JWKS fetch attempts.", value=keys.fetch_count)
+    yield CounterMetricFamily("mcp_jwks_fetch_failures", "JWKS fetches that failed.", value=keys.failure_count)
+    yield GaugeMetricFamily(
+        "mcp_jwks_age_seconds",
+        "Age of the key set held (NaN before the first fetch).",
+        value=float("nan") if age is None else age,
+    )
+    yield GaugeMetricFamily("mcp_jwks_keys", "Usable signing keys held.", value=keys.key_count)
+    yield GaugeMetricFamily("mcp_jwks_ready", "1 when a usable key set is held.", value=int(keys.ready))
 
 
-def _sample(name: str, labels: dict[str, str], value: float) -> str:
-    if not labels:
-        return f"{name} {_number(value)}"
-    rendered = ",".join(f'{key}="{_escape(label)}"' for key, label in labels.items())
-    return f"{name}{{{rendered}}} {_number(value)}"
+def pool_families(pool_stats: PoolStats) -> Iterator[Metric]:
+    """One gauge per statistic the store reports, `mcp_notes_db_pool_<name>`. Names that are not a plain
+    lower-case identifier are left out; a failing callable costs the pool gauges of this scrape, not the scrape."""
+    try:
+        stats = dict(pool_stats())
+    except Exception as exc:  # noqa: BLE001 - a driver error may repeat the database URL: its type only
+        logger.warning("notes database pool statistics unavailable: %s", type(exc).__name__)
+        return
+    for name, value in sorted(stats.items()):
+        if not (isinstance(name, str) and _METRIC_NAME_PART.fullmatch(name)):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        yield GaugeMetricFamily(
+            POOL_GAUGE_PREFIX + name, f"Notes database connection pool: {name}, as the pool reports it.", value=value
+        )
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def metrics_registry(metrics: Metrics) -> CollectorRegistry:
+    """A registry of this app's own (not prometheus-client's global one, so several apps in one process do not
+    clash): the counters above plus the default process, platform and GC collectors."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(MetricsCollector(metrics))
+    return registry
 
 
-def _number(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+def exposition(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """The registry in the format the scraper asked for (Accept: OpenMetrics or text), and its content type;
+    the Prometheus text format 0.0.4 by default."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type

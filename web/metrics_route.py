@@ -6,13 +6,13 @@ import hmac
 
 from pydantic import SecretStr
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from auth.errors import Reason, Refusal
 from auth.refusal import refusal_response
 from settings import is_loopback_host
-from web.metrics import CONTENT_TYPE, Metrics
+from web.metrics import Metrics, exposition, metrics_registry
 
 METRICS_PATH = "/metrics"
 _FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
@@ -33,6 +33,7 @@ def bearer_matches(authorization: str | None, expected: bytes) -> bool:
 
 def metrics_routes(metrics: Metrics, token: SecretStr | None) -> list[Route]:
     expected = token.get_secret_value().encode() if token is not None else None
+    registry = metrics_registry(metrics)
 
     async def endpoint(request: Request) -> Response:
         if expected is not None:
@@ -41,10 +42,7 @@ def metrics_routes(metrics: Metrics, token: SecretStr | None) -> list[Route]:
                 return refusal_response(refusal, [(b"www-authenticate", b'Bearer realm="metrics"')])
         elif not scrape_allowed_without_token(request):
             return refusal_response(Refusal(Reason.METRICS_REMOTE, status=403, error="forbidden"))
-        return PlainTextResponse(
-            metrics.render(),
-            media_type=CONTENT_TYPE,
-            headers={"Cache-Control": "no-store"},
-        )
+        body, content_type = exposition(registry, request.headers.get("accept"))
+        return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
     return [Route(METRICS_PATH, endpoint, methods=["GET"])]

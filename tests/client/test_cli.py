@@ -32,6 +32,7 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
 def _no_client_settings_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ClientSettings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
+        monkeypatch.delenv(f"{name.upper()}_FILE", raising=False)
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -123,6 +124,29 @@ def test_a_wrong_secret_is_one_line_without_the_secret(dev_server: ServerProcess
     assert "rejected client 'dev-client'" in line
     assert "invalid_client" in line
     assert WRONG_SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.e2e
+def test_the_client_secret_is_read_from_its_file(dev_server: ServerProcess, tmp_path: Path) -> None:
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    right.write_text("dev-secret\n", encoding="utf-8")
+    wrong.write_text(f"{WRONG_SECRET}\n", encoding="utf-8")
+
+    accepted = run_cli("token", *dev_flags(dev_server), cwd=tmp_path, env={"OAUTH_CLIENT_SECRET_FILE": str(right)})
+    refused = run_cli(*dev_flags(dev_server), cwd=tmp_path, env={"OAUTH_CLIENT_SECRET_FILE": str(wrong)})
+
+    assert accepted.returncode == 0, accepted.stderr
+    assert dev_server.post_mcp(accepted.stdout.strip()).status_code == 200
+    assert "rejected client 'dev-client'" in assert_one_line_error(refused)
+    assert WRONG_SECRET not in refused.stdout + refused.stderr
+
+
+def test_an_unreadable_client_secret_file_is_a_usage_error(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    result = run_cli(cwd=tmp_path, env={"OAUTH_CLIENT_SECRET_FILE": str(gone)})
+
+    line = assert_one_line_error(result, code=2)
+    assert line == f"error: OAUTH_CLIENT_SECRET_FILE: cannot read {str(gone)!r}: No such file or directory"
 
 
 @pytest.mark.e2e

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from secret_files import secret_fields
 from settings import Settings
 from tests.support import LEGACY_VERSION, MCP_HEADERS, Signer, bearer, rpc_body
 
@@ -50,6 +51,7 @@ def free_port() -> int:
 def server_environment(overrides: Mapping[str, str]) -> dict[str, str]:
     """The test process's environment without any Settings variable (in any case), plus `overrides`."""
     settings_names = {name.lower() for name in Settings.model_fields}
+    settings_names |= {f"{name.lower()}_file" for name in secret_fields(Settings)}
     env = {name: value for name, value in os.environ.items() if name.lower() not in settings_names}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)

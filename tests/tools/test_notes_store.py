@@ -1,4 +1,5 @@
-"""The SQLite notes store, on real database files: ownership, limits, paging, durability, concurrency."""
+"""The notes store contract, on every backend (SQLite files and a real PostgreSQL database) with the same
+assertions: ownership, limits, paging, durability, concurrency; then what is SQLite's own (files, PRAGMAs, busy)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import pg
 from tools.notes_store import (
+    DEFAULT_LIMITS,
     INVALID_CURSOR_MESSAGE,
-    MIGRATIONS,
     NOT_FOUND_MESSAGE,
     InvalidNoteInput,
     Note,
@@ -30,9 +33,10 @@ from tools.notes_store import (
     NotesStorageError,
     NotesStore,
     Owner,
-    SQLiteNotesStore,
     new_note_id,
 )
+from tools.notes_store_postgres import PostgresNotesStore
+from tools.notes_store_sqlite import MIGRATIONS, SQLiteNotesStore
 
 ISSUER = "https://idp.example.com/"
 OTHER_ISSUER = "https://login.other.example/"
@@ -43,31 +47,69 @@ ALICE_ELSEWHERE: Owner = (OTHER_ISSUER, "alice")  # same subject, another issuer
 SMALL = NotesLimits(max_title_chars=10, max_content_chars=50, max_notes_per_owner=5, max_page_size=7)
 
 
+@dataclass(frozen=True)
+class Backend:
+    """One database on one backend: stores made on it share it, as replicas would."""
+
+    name: str
+    make: Callable[[NotesLimits], NotesStore]  # a new, unopened store on the database
+    make_scratch: Callable[[NotesLimits], NotesStore]  # for input checks: SQLite in memory, no fsync
+    scalar: Callable[[str], Any]  # one value of a query run on an independent connection
+
+    async def open(self, limits: NotesLimits = DEFAULT_LIMITS, *, scratch: bool = False) -> Any:
+        store: Any = (self.make_scratch if scratch else self.make)(limits)
+        await store.open()
+        return store
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "notes.db"
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, db_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend(
+            "sqlite",
+            lambda limits: SQLiteNotesStore(str(db_path), limits),
+            lambda limits: SQLiteNotesStore(":memory:", limits),
+            lambda query: scalar(db_path, query),
+        )
+    url = request.getfixturevalue("postgres_url")
+    return Backend(
+        "postgres",
+        lambda limits: PostgresNotesStore(url, limits),
+        lambda limits: PostgresNotesStore(url, limits),
+        lambda query: pg.scalar(url, query),
+    )
+
+
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SQLiteNotesStore]:
-    notes = SQLiteNotesStore(str(db_path))
-    await notes.open()
+async def store(backend: Backend) -> AsyncIterator[Any]:
+    notes = await backend.open()
     yield notes
     await notes.close()
 
 
 @pytest.fixture
-async def memory() -> AsyncIterator[SQLiteNotesStore]:
+async def memory(backend: Backend) -> AsyncIterator[Any]:
     """For the many input checks, which never reach the file layer: no fsync, so the suite stays fast."""
-    notes = SQLiteNotesStore(":memory:")
-    await notes.open()
+    notes = await backend.open(scratch=True)
     yield notes
     await notes.close()
 
 
 @pytest.fixture
-async def small() -> AsyncIterator[SQLiteNotesStore]:
-    notes = SQLiteNotesStore(":memory:", SMALL)
+async def small(backend: Backend) -> AsyncIterator[Any]:
+    notes = await backend.open(SMALL, scratch=True)
+    yield notes
+    await notes.close()
+
+
+@pytest.fixture
+async def sqlite_store(db_path: Path) -> AsyncIterator[SQLiteNotesStore]:
+    notes = SQLiteNotesStore(str(db_path))
     await notes.open()
     yield notes
     await notes.close()
@@ -81,17 +123,18 @@ def raw(path: Path) -> sqlite3.Connection:
 def scalar(path: Path, sql: str) -> Any:
     conn = raw(path)
     try:
-        return conn.execute(sql).fetchone()[0]
+        row = conn.execute(sql).fetchone()
+        return None if row is None else row[0]
     finally:
         conn.close()
 
 
-async def on_store_connection(store: SQLiteNotesStore, sql: str) -> Any:
+async def on_store_connection(store: NotesStore, sql: str) -> Any:
     """Run one query on the store's own connection (per-connection PRAGMAs are invisible elsewhere)."""
     return await store._call(lambda notes: notes.conn.execute(sql).fetchone()[0])
 
 
-async def walk(store: SQLiteNotesStore, owner: Owner, limit: int, max_pages: int = 50) -> list[list[Note]]:
+async def walk(store: NotesStore, owner: Owner, limit: int, max_pages: int = 50) -> list[list[Note]]:
     pages: list[list[Note]] = []
     cursor: str | None = None
     for _ in range(max_pages):
@@ -111,13 +154,13 @@ def reencode(cursor: str, change: Callable[[Any], Any]) -> str:
 # --- basics --------------------------------------------------------------------------------------
 
 
-async def test_store_fits_the_interface_tools_depend_on(store: SQLiteNotesStore) -> None:
+async def test_store_fits_the_interface_tools_depend_on(store: NotesStore) -> None:
     assert isinstance(store, NotesStore)
     assert await store.ping() is True
     assert store.limits == NotesLimits()
 
 
-async def test_create_then_get(store: SQLiteNotesStore) -> None:
+async def test_create_then_get(store: NotesStore) -> None:
     note = await store.create(ALICE, "Groceries", "milk\neggs")
     assert note.title == "Groceries" and note.content == "milk\neggs"
     assert note.created_at == note.updated_at
@@ -125,7 +168,7 @@ async def test_create_then_get(store: SQLiteNotesStore) -> None:
     assert await store.get(ALICE, note.id) == note
 
 
-async def test_ids_are_opaque_and_unguessable(store: SQLiteNotesStore) -> None:
+async def test_ids_are_opaque_and_unguessable(store: NotesStore) -> None:
     notes = await asyncio.gather(*(store.create(ALICE, f"n{i}", "") for i in range(40)))
     ids = [note.id for note in notes]
     assert len(set(ids)) == len(ids)
@@ -134,13 +177,13 @@ async def test_ids_are_opaque_and_unguessable(store: SQLiteNotesStore) -> None:
     assert len({note_id[:4] for note_id in ids}) > 30  # no shared prefix or counter
 
 
-async def test_title_is_trimmed_and_content_kept_verbatim(store: SQLiteNotesStore) -> None:
+async def test_title_is_trimmed_and_content_kept_verbatim(store: NotesStore) -> None:
     note = await store.create(ALICE, "  Plan \n", "  indented\n\n")
     assert note.title == "Plan"
     assert (await store.get(ALICE, note.id)).content == "  indented\n\n"
 
 
-async def test_empty_content_is_allowed(store: SQLiteNotesStore) -> None:
+async def test_empty_content_is_allowed(store: NotesStore) -> None:
     note = await store.create(ALICE, "empty", "")
     assert (await store.get(ALICE, note.id)).content == ""
 
@@ -149,13 +192,13 @@ async def test_empty_content_is_allowed(store: SQLiteNotesStore) -> None:
     "text",
     ["😀 emoji", "עברית RTL", "e\u0301 combining", "tab\tnew\nline\r", "'; DROP TABLE notes; --", '"quoted" %s ?'],
 )
-async def test_unicode_and_sql_like_text_is_stored_faithfully(memory: SQLiteNotesStore, text: str) -> None:
+async def test_unicode_and_sql_like_text_is_stored_faithfully(memory: NotesStore, text: str) -> None:
     note = await memory.create(ALICE, text, text * 3)
     stored = await memory.get(ALICE, note.id)
     assert stored.title == text.strip() and stored.content == text * 3
 
 
-async def test_update_title_only_keeps_content_and_bumps_updated_at(store: SQLiteNotesStore) -> None:
+async def test_update_title_only_keeps_content_and_bumps_updated_at(store: NotesStore) -> None:
     note = await store.create(ALICE, "old", "body")
     updated = await store.update(ALICE, note.id, title="new")
     assert (updated.id, updated.title, updated.content) == (note.id, "new", "body")
@@ -164,13 +207,10 @@ async def test_update_title_only_keeps_content_and_bumps_updated_at(store: SQLit
     assert await store.get(ALICE, note.id) == updated
 
 
-async def test_updated_at_moves_forward_even_if_the_clock_steps_back(store: SQLiteNotesStore, db_path: Path) -> None:
+async def test_updated_at_moves_forward_even_if_the_clock_steps_back(store: NotesStore, backend: Backend) -> None:
     note = await store.create(ALICE, "t", "")
-    conn = raw(db_path)
-    try:  # as if the last update happened an hour ahead of the clock we have now
-        conn.execute("UPDATE notes SET updated_at = updated_at + 3600000000")
-    finally:
-        conn.close()
+    # as if the last update happened an hour ahead of the clock we have now (another replica's clock)
+    backend.scalar("UPDATE notes SET updated_at = updated_at + 3600000000")
     ahead = await store.get(ALICE, note.id)
     assert ahead.updated_at - note.updated_at == timedelta(hours=1)
     updated = await store.update(ALICE, note.id, content="later")
@@ -178,28 +218,28 @@ async def test_updated_at_moves_forward_even_if_the_clock_steps_back(store: SQLi
     assert updated.created_at == note.created_at
 
 
-async def test_update_content_only_keeps_title(store: SQLiteNotesStore) -> None:
+async def test_update_content_only_keeps_title(store: NotesStore) -> None:
     note = await store.create(ALICE, "title", "v1")
     updated = await store.update(ALICE, note.id, content="")
     assert (updated.title, updated.content) == ("title", "")
     assert await store.get(ALICE, note.id) == updated
 
 
-async def test_update_both(store: SQLiteNotesStore) -> None:
+async def test_update_both(store: NotesStore) -> None:
     note = await store.create(ALICE, "a", "b")
     updated = await store.update(ALICE, note.id, title="c", content="d")
     assert (await store.get(ALICE, note.id)) == updated
     assert (updated.title, updated.content, updated.created_at) == ("c", "d", note.created_at)
 
 
-async def test_update_with_nothing_to_change_is_rejected(store: SQLiteNotesStore) -> None:
+async def test_update_with_nothing_to_change_is_rejected(store: NotesStore) -> None:
     note = await store.create(ALICE, "a", "b")
     with pytest.raises(InvalidNoteInput, match=r"^nothing to update"):
         await store.update(ALICE, note.id)
     assert await store.get(ALICE, note.id) == note
 
 
-async def test_delete(store: SQLiteNotesStore) -> None:
+async def test_delete(store: NotesStore) -> None:
     keep = await store.create(ALICE, "keep", "")
     gone = await store.create(ALICE, "gone", "")
     assert await store.delete(ALICE, gone.id) is None
@@ -214,7 +254,7 @@ async def test_delete(store: SQLiteNotesStore) -> None:
 
 
 @pytest.mark.parametrize("stranger", [BOB, ALICE_ELSEWHERE], ids=["same-issuer", "same-subject"])
-async def test_another_owner_cannot_see_or_touch_a_note(store: SQLiteNotesStore, stranger: Owner) -> None:
+async def test_another_owner_cannot_see_or_touch_a_note(store: NotesStore, stranger: Owner) -> None:
     note = await store.create(ALICE, "secret", "diary")
     with pytest.raises(NoteNotFound):
         await store.get(stranger, note.id)
@@ -226,14 +266,14 @@ async def test_another_owner_cannot_see_or_touch_a_note(store: SQLiteNotesStore,
     assert await store.get(ALICE, note.id) == note
 
 
-async def test_each_owner_lists_only_their_own_notes(store: SQLiteNotesStore) -> None:
+async def test_each_owner_lists_only_their_own_notes(store: NotesStore) -> None:
     owners = [ALICE, BOB, ALICE_ELSEWHERE]
     created = {owner: {(await store.create(owner, f"{owner[1]}-{i}", "")).id for i in range(3)} for owner in owners}
     for owner in owners:
         assert {note.id for note in (await store.list(owner)).notes} == created[owner]
 
 
-async def test_not_found_reads_the_same_for_missing_and_foreign_ids(store: SQLiteNotesStore) -> None:
+async def test_not_found_reads_the_same_for_missing_and_foreign_ids(store: NotesStore) -> None:
     foreign = await store.create(BOB, "bob's", "")
     missing = new_note_id()
     actions: list[Callable[[str], Awaitable[object]]] = [
@@ -252,7 +292,8 @@ async def test_not_found_reads_the_same_for_missing_and_foreign_ids(store: SQLit
         assert [error.__cause__ for error in errors] == [None, None]
 
 
-async def test_missing_and_foreign_ids_run_the_same_sql(store: SQLiteNotesStore) -> None:
+async def test_missing_and_foreign_ids_run_the_same_sql(sqlite_store: SQLiteNotesStore) -> None:
+    store = sqlite_store
     foreign = await store.create(BOB, "bob's", "")
     missing = new_note_id()
 
@@ -278,7 +319,7 @@ async def test_missing_and_foreign_ids_run_the_same_sql(store: SQLiteNotesStore)
 
 
 @pytest.mark.parametrize("note_id", ["", "x" * 65, "../etc/passwd", "a b", "nul\x00", "\ud800", "é", 42, None])
-async def test_malformed_ids_are_simply_not_found(memory: SQLiteNotesStore, note_id: Any) -> None:
+async def test_malformed_ids_are_simply_not_found(memory: NotesStore, note_id: Any) -> None:
     with pytest.raises(NoteNotFound, match=f"^{NOT_FOUND_MESSAGE}$"):
         await memory.get(ALICE, note_id)
     with pytest.raises(NoteNotFound, match=f"^{NOT_FOUND_MESSAGE}$"):
@@ -291,19 +332,19 @@ async def test_malformed_ids_are_simply_not_found(memory: SQLiteNotesStore, note
     "owner",
     [("", "alice"), (ISSUER, ""), (ISSUER, "\ud800"), ("iss\x00", "alice"), [ISSUER, "alice"], (ISSUER,), None],
 )
-async def test_an_identity_that_cannot_own_notes_is_refused(memory: SQLiteNotesStore, owner: Any) -> None:
+async def test_an_identity_that_cannot_own_notes_is_refused(store: NotesStore, backend: Backend, owner: Any) -> None:
     with pytest.raises(InvalidNoteInput):
-        await memory.create(owner, "t", "c")
+        await store.create(owner, "t", "c")
     with pytest.raises(InvalidNoteInput):
-        await memory.list(owner)
-    assert await on_store_connection(memory, "SELECT COUNT(*) FROM notes") == 0
+        await store.list(owner)
+    assert backend.scalar("SELECT COUNT(*) FROM notes") == 0
 
 
 # --- limits and input checks ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("title", ["", "   ", "\n\t"])
-async def test_empty_title_is_rejected(small: SQLiteNotesStore, title: str) -> None:
+async def test_empty_title_is_rejected(small: NotesStore, title: str) -> None:
     with pytest.raises(InvalidNoteInput, match=r"^title must not be empty$"):
         await small.create(ALICE, title, "c")
     note = await small.create(ALICE, "ok", "c")
@@ -311,7 +352,7 @@ async def test_empty_title_is_rejected(small: SQLiteNotesStore, title: str) -> N
         await small.update(ALICE, note.id, title=title)
 
 
-async def test_title_length_limit(small: SQLiteNotesStore) -> None:
+async def test_title_length_limit(small: NotesStore) -> None:
     note = await small.create(ALICE, "x" * 10, "")
     assert note.title == "x" * 10
     assert (await small.create(ALICE, "  " + "y" * 10 + "  ", "")).title == "y" * 10  # measured after trimming
@@ -321,7 +362,7 @@ async def test_title_length_limit(small: SQLiteNotesStore) -> None:
         await small.update(ALICE, note.id, title="x" * 11)
 
 
-async def test_content_length_limit(small: SQLiteNotesStore) -> None:
+async def test_content_length_limit(small: NotesStore) -> None:
     note = await small.create(ALICE, "t", "c" * 50)
     with pytest.raises(NoteLimitExceeded, match=r"^content is too long: at most 50 characters$"):
         await small.create(ALICE, "t", "c" * 51)
@@ -330,7 +371,7 @@ async def test_content_length_limit(small: SQLiteNotesStore) -> None:
     assert (await small.get(ALICE, note.id)).content == "c" * 50
 
 
-async def test_default_limits_are_enforced(store: SQLiteNotesStore) -> None:
+async def test_default_limits_are_enforced(store: NotesStore) -> None:
     await store.create(ALICE, "t" * 200, "c" * 100_000)
     with pytest.raises(NoteLimitExceeded, match="at most 200 characters"):
         await store.create(ALICE, "t" * 201, "")
@@ -340,7 +381,7 @@ async def test_default_limits_are_enforced(store: SQLiteNotesStore) -> None:
         await store.list(ALICE, limit=101)
 
 
-async def test_notes_per_owner_limit(small: SQLiteNotesStore) -> None:
+async def test_notes_per_owner_limit(small: NotesStore) -> None:
     notes = [await small.create(ALICE, f"n{i}", "") for i in range(5)]
     with pytest.raises(NoteLimitExceeded, match=r"^note limit reached: at most 5 notes per user"):
         await small.create(ALICE, "one more", "")
@@ -352,12 +393,12 @@ async def test_notes_per_owner_limit(small: SQLiteNotesStore) -> None:
 
 
 @pytest.mark.parametrize("limit", [0, -1, 8, True, 2.0, "5", None])
-async def test_page_size_out_of_range(small: SQLiteNotesStore, limit: Any) -> None:
+async def test_page_size_out_of_range(small: NotesStore, limit: Any) -> None:
     with pytest.raises(InvalidNoteInput, match=r"^limit must be a whole number between 1 and 7$"):
         await small.list(ALICE, limit=limit)
 
 
-async def test_page_size_bounds_are_inclusive(small: SQLiteNotesStore) -> None:
+async def test_page_size_bounds_are_inclusive(small: NotesStore) -> None:
     for i in range(5):
         await small.create(ALICE, f"n{i}", "")
     assert len((await small.list(ALICE, limit=1)).notes) == 1
@@ -375,7 +416,7 @@ async def test_page_size_bounds_are_inclusive(small: SQLiteNotesStore) -> None:
         (None, "must be text"),
     ],
 )
-async def test_unstorable_text_is_rejected(memory: SQLiteNotesStore, field: str, bad: Any, message: str) -> None:
+async def test_unstorable_text_is_rejected(memory: NotesStore, field: str, bad: Any, message: str) -> None:
     fields = {"title": "ok", "content": "ok", field: bad}
     with pytest.raises(InvalidNoteInput, match=f"^{field} {message}"):
         await memory.create(ALICE, fields["title"], fields["content"])
@@ -403,7 +444,7 @@ def test_errors_share_one_base() -> None:
 # --- pagination ----------------------------------------------------------------------------------
 
 
-async def test_pagination_walks_every_note_once_in_creation_order(store: SQLiteNotesStore) -> None:
+async def test_pagination_walks_every_note_once_in_creation_order(store: NotesStore) -> None:
     created = [await store.create(ALICE, f"n{i}", str(i)) for i in range(25)]
     await store.create(BOB, "not alice's", "")
     pages = await walk(store, ALICE, limit=10)
@@ -414,19 +455,15 @@ async def test_pagination_walks_every_note_once_in_creation_order(store: SQLiteN
     assert listed == [await store.get(ALICE, note.id) for note in listed]
 
 
-async def test_pagination_with_identical_timestamps_relies_on_id_order(store: SQLiteNotesStore, db_path: Path) -> None:
+async def test_pagination_with_identical_timestamps_relies_on_id_order(store: NotesStore, backend: Backend) -> None:
     created = [await store.create(ALICE, f"n{i}", "") for i in range(12)]
-    conn = raw(db_path)
-    try:
-        conn.execute("UPDATE notes SET created_at = 1700000000000000")
-    finally:
-        conn.close()
+    backend.scalar("UPDATE notes SET created_at = 1700000000000000")
     pages = await walk(store, ALICE, limit=5)
     assert [len(page) for page in pages] == [5, 5, 2]
     assert [note.id for page in pages for note in page] == sorted(note.id for note in created)
 
 
-async def test_a_full_last_page_has_no_next_cursor(store: SQLiteNotesStore) -> None:
+async def test_a_full_last_page_has_no_next_cursor(store: NotesStore) -> None:
     assert await store.list(ALICE) == (await store.list(ALICE, limit=3))
     assert (await store.list(ALICE)).next_cursor is None
     for i in range(6):
@@ -435,7 +472,7 @@ async def test_a_full_last_page_has_no_next_cursor(store: SQLiteNotesStore) -> N
     assert (await store.list(ALICE, limit=6)).next_cursor is None
 
 
-async def test_a_cursor_survives_deleting_the_note_it_points_at(store: SQLiteNotesStore) -> None:
+async def test_a_cursor_survives_deleting_the_note_it_points_at(store: NotesStore) -> None:
     created = [await store.create(ALICE, f"n{i}", "") for i in range(6)]
     first = await store.list(ALICE, limit=3)
     await store.delete(ALICE, first.notes[-1].id)
@@ -443,7 +480,7 @@ async def test_a_cursor_survives_deleting_the_note_it_points_at(store: SQLiteNot
     assert [note.id for note in first.notes + second.notes] == [note.id for note in created]
 
 
-async def test_a_cursor_is_opaque_text(store: SQLiteNotesStore) -> None:
+async def test_a_cursor_is_opaque_text(store: NotesStore) -> None:
     for i in range(3):
         await store.create(ALICE, f"n{i}", "")
     cursor = (await store.list(ALICE, limit=1)).next_cursor
@@ -473,7 +510,7 @@ def _garbage_cursors() -> list[Any]:
 
 
 @pytest.mark.parametrize("cursor", _garbage_cursors())
-async def test_garbage_cursors_are_invalid(memory: SQLiteNotesStore, cursor: Any) -> None:
+async def test_garbage_cursors_are_invalid(memory: NotesStore, cursor: Any) -> None:
     await memory.create(ALICE, "n", "")
     with pytest.raises(InvalidNoteInput, match=f"^{INVALID_CURSOR_MESSAGE}$"):
         await memory.list(ALICE, cursor=cursor)
@@ -494,7 +531,7 @@ async def test_garbage_cursors_are_invalid(memory: SQLiteNotesStore, cursor: Any
         lambda data: [data["o"], data["t"], data["i"]],
     ],
 )
-async def test_tampered_cursors_are_invalid(memory: SQLiteNotesStore, change: Callable[[Any], Any]) -> None:
+async def test_tampered_cursors_are_invalid(memory: NotesStore, change: Callable[[Any], Any]) -> None:
     for i in range(3):
         await memory.create(ALICE, f"n{i}", "")
     cursor = (await memory.list(ALICE, limit=1)).next_cursor
@@ -504,7 +541,7 @@ async def test_tampered_cursors_are_invalid(memory: SQLiteNotesStore, change: Ca
         await memory.list(ALICE, cursor=reencode(cursor, change))
 
 
-async def test_another_owners_cursor_is_invalid_and_reveals_nothing(store: SQLiteNotesStore) -> None:
+async def test_another_owners_cursor_is_invalid_and_reveals_nothing(store: NotesStore) -> None:
     for i in range(3):
         await store.create(ALICE, f"alice-{i}", "")
         await store.create(BOB, f"bob-{i}", "")
@@ -597,7 +634,8 @@ async def test_parent_directories_are_created(tmp_path: Path) -> None:
     assert path.is_file()
 
 
-async def test_wal_full_sync_and_foreign_keys_are_on(store: SQLiteNotesStore, db_path: Path) -> None:
+async def test_wal_full_sync_and_foreign_keys_are_on(sqlite_store: SQLiteNotesStore, db_path: Path) -> None:
+    store = sqlite_store
     assert scalar(db_path, "PRAGMA journal_mode") == "wal"  # stored in the file
     assert await on_store_connection(store, "PRAGMA journal_mode") == "wal"
     assert await on_store_connection(store, "PRAGMA synchronous") == 2  # FULL
@@ -605,7 +643,7 @@ async def test_wal_full_sync_and_foreign_keys_are_on(store: SQLiteNotesStore, db
     assert await on_store_connection(store, "PRAGMA busy_timeout") >= 1000
 
 
-async def test_schema_version_is_recorded(store: SQLiteNotesStore, db_path: Path) -> None:
+async def test_schema_version_is_recorded(sqlite_store: SQLiteNotesStore, db_path: Path) -> None:
     assert len(MIGRATIONS) == 1
     assert scalar(db_path, "PRAGMA user_version") == 1
 
@@ -681,7 +719,10 @@ async def test_an_unusable_path_is_refused(tmp_path: Path) -> None:
         SQLiteNotesStore("")
 
 
-async def test_a_failed_write_is_rolled_back_and_releases_the_lock(store: SQLiteNotesStore, db_path: Path) -> None:
+async def test_a_failed_write_is_rolled_back_and_releases_the_lock(
+    sqlite_store: SQLiteNotesStore, db_path: Path
+) -> None:
+    store = sqlite_store
     conn = raw(db_path)
     conn.execute(
         "CREATE TRIGGER refuse_boom BEFORE INSERT ON notes WHEN NEW.title = 'boom'"
@@ -716,21 +757,21 @@ async def test_memory_database_works(tmp_path: Path) -> None:
 # --- concurrency ---------------------------------------------------------------------------------
 
 
-async def test_fifty_concurrent_creates_are_all_kept(store: SQLiteNotesStore) -> None:
+async def test_fifty_concurrent_creates_are_all_kept(store: NotesStore) -> None:
     notes = await asyncio.gather(*(store.create(ALICE, f"n{i}", f"body {i}") for i in range(50)))
     listed = (await store.list(ALICE, limit=100)).notes
     assert {note.id for note in listed} == {note.id for note in notes}
     assert sorted(note.content for note in listed) == sorted(f"body {i}" for i in range(50))
 
 
-async def test_fifty_concurrent_updates_of_different_notes_are_all_kept(store: SQLiteNotesStore) -> None:
+async def test_fifty_concurrent_updates_of_different_notes_are_all_kept(store: NotesStore) -> None:
     notes = await asyncio.gather(*(store.create(ALICE, f"n{i}", "before") for i in range(50)))
     await asyncio.gather(*(store.update(ALICE, note.id, content=f"after {note.title}") for note in notes))
     for note in notes:
         assert (await store.get(ALICE, note.id)).content == f"after {note.title}"
 
 
-async def test_fifty_concurrent_updates_of_one_note_leave_the_last_write(store: SQLiteNotesStore) -> None:
+async def test_fifty_concurrent_updates_of_one_note_leave_the_last_write(store: NotesStore) -> None:
     note = await store.create(ALICE, "counter", "0")
     results = await asyncio.gather(*(store.update(ALICE, note.id, content=str(i)) for i in range(1, 51)))
     assert len({result.updated_at for result in results}) == 50  # every update got its own, later timestamp
@@ -739,10 +780,8 @@ async def test_fifty_concurrent_updates_of_one_note_leave_the_last_write(store: 
     assert all(result.created_at == note.created_at for result in results)
 
 
-async def test_concurrent_creates_never_exceed_the_per_owner_limit(tmp_path: Path) -> None:
-    limits = NotesLimits(max_notes_per_owner=50)
-    store = SQLiteNotesStore(str(tmp_path / "race.db"), limits)
-    await store.open()
+async def test_concurrent_creates_never_exceed_the_per_owner_limit(backend: Backend) -> None:
+    store = await backend.open(NotesLimits(max_notes_per_owner=50))
     try:
         await asyncio.gather(*(store.create(ALICE, f"n{i}", "") for i in range(49)))
         results = await asyncio.gather(
@@ -750,16 +789,15 @@ async def test_concurrent_creates_never_exceed_the_per_owner_limit(tmp_path: Pat
         )
         assert sum(isinstance(result, Note) for result in results) == 1
         assert sum(isinstance(result, NoteLimitExceeded) for result in results) == 49
-        assert scalar(tmp_path / "race.db", "SELECT COUNT(*) FROM notes") == 50
+        assert backend.scalar("SELECT COUNT(*) FROM notes") == 50
     finally:
         await store.close()
 
 
-async def test_two_connections_racing_the_limit_never_exceed_it(db_path: Path) -> None:
+async def test_two_stores_racing_the_limit_never_exceed_it(backend: Backend) -> None:
+    # Two stores on one database: two processes on one file, or two replicas on one PostgreSQL database.
     limits = NotesLimits(max_notes_per_owner=10)
-    first, second = SQLiteNotesStore(str(db_path), limits), SQLiteNotesStore(str(db_path), limits)
-    await first.open()
-    await second.open()
+    first, second = await backend.open(limits), await backend.open(limits)
     try:
         for i in range(9):
             await first.create(ALICE, f"n{i}", "")
@@ -769,7 +807,7 @@ async def test_two_connections_racing_the_limit_never_exceed_it(db_path: Path) -
         )
         assert sum(isinstance(result, Note) for result in results) == 1
         assert all(isinstance(result, Note | NoteLimitExceeded) for result in results)
-        assert scalar(db_path, "SELECT COUNT(*) FROM notes") == 10
+        assert backend.scalar("SELECT COUNT(*) FROM notes") == 10
     finally:
         await first.close()
         await second.close()
@@ -840,7 +878,7 @@ async def test_a_busy_refusal_during_set_up_is_tried_again(db_path: Path) -> Non
 async def test_a_lasting_busy_refusal_fails_clearly_after_the_busy_timeout(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tools.notes_store._BUSY_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr("tools.notes_store_sqlite._BUSY_TIMEOUT_SECONDS", 0.3)
     store = RefusingStore(db_path, [busy_error() for _ in range(1000)])
     started = time.monotonic()
     with pytest.raises(NotesStorageError, match=r"cannot use the notes database .*: database is locked"):
@@ -857,7 +895,8 @@ async def test_other_set_up_errors_are_not_tried_again(db_path: Path) -> None:
     assert store.attempts == 1
 
 
-async def test_the_event_loop_keeps_running_while_writes_wait(store: SQLiteNotesStore, db_path: Path) -> None:
+async def test_the_event_loop_keeps_running_while_writes_wait(sqlite_store: SQLiteNotesStore, db_path: Path) -> None:
+    store = sqlite_store
     hold_seconds = 0.4
     locked = threading.Event()
 

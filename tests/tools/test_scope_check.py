@@ -16,7 +16,7 @@ from mcp.types import CallToolResult
 from auth.principal import Principal
 from auth.request_auth import RequestAuth
 from tests.support import CLIENT_ID, ISSUER, SERVER_URL, make_settings
-from tools.notes_store import SQLiteNotesStore
+from tools.notes_store_sqlite import SQLiteNotesStore
 from tools.registry import build_mcp_server, scopes_by_tool, tool_specs
 from tools.scope_check import ToolScopeCheck
 

@@ -145,7 +145,7 @@ def test_a_waiting_access_entry_holds_no_more_of_the_path_than_its_line_shows():
     [entry] = deferred
     assert len(entry[1]) == MAX_PATH_CHARS + 1  # type: ignore[arg-type]
     assert access_line(entry)[1]["path"] == "/" + "a" * (MAX_PATH_CHARS - 1) + "..."
-    assert len(access.metrics._pending[0][0]) == MAX_PATH_CHARS + 1  # type: ignore[union-attr]
+    assert dict(access.metrics.requests) == {("other", "GET", "404"): 1}  # type: ignore[union-attr]
 
 
 def test_loggable_escapes_and_bounds():

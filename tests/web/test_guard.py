@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from tests.support import BASE_URL, FakeIdP, legacy_headers, make_settings, parse_mcp_response, rpc_body
 from web.app import build_app
-from web.guard import TransportGuard, allowed_hosts_for, origin_of
+from web.guard import TransportGuard, allowed_hosts_for, is_loopback_origin, origin_of
 
 GET_ME = rpc_body("tools/call", {"name": "get_me", "arguments": {}})
 LOOPBACK_URL = "http://127.0.0.1:8000/mcp"
@@ -33,6 +36,12 @@ def app_client(idp: FakeIdP) -> Iterator[Callable[..., TestClient]]:
     yield open_client
     for test_client in reversed(opened):
         test_client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def loopback_client(app_client: Callable[..., TestClient]) -> TestClient:
+    """One app on a loopback URL, shared by every example of a property test (it keeps no state per call)."""
+    return app_client(base_url="http://127.0.0.1:8000", mcp_server_url=LOOPBACK_URL)
 
 
 # --- Host -------------------------------------------------------------------------------------
@@ -106,6 +115,8 @@ def test_own_origin_is_allowed(client, signer):
         "http://mcp.example.com",
         "https://mcp.example.com:8443",
         "https://app.example.com",
+        "http://localhost:3000",  # loopback origins are listed only for a server on a loopback URL
+        "http://127.0.0.1:6274",
     ],
 )
 def test_unlisted_origin_is_403_before_auth(client, signer, origin):
@@ -135,11 +146,86 @@ def test_wildcard_origin_does_not_relax_host(app_client):
     assert post(client, Host="evil.example.com", Origin="https://anything.example.net") == 421
 
 
-def test_loopback_origins(app_client, signer):
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://127.0.0.1:8000",
+        "http://localhost:3000",
+        "http://localhost",
+        "https://localhost:8443",
+        "http://[::1]:5173",
+        "http://LOCALHOST:9",
+    ],
+)
+def test_a_loopback_server_accepts_loopback_origins_at_any_port(app_client, signer, origin):
+    client = app_client(base_url="http://127.0.0.1:8000", mcp_server_url=LOOPBACK_URL)
+    assert post(client, signer.token(aud=LOOPBACK_URL), Origin=origin) == 200
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://evil.example.com",
+        "http://localhost.evil.example.com",
+        "http://localhost:3000.evil.example.com",
+        "http://127.0.0.1.nip.io:8000",
+        "http://localhost:3000/",
+        "http://localhost:",
+        "http://[::1",
+        "ftp://localhost:21",
+        "null",
+    ],
+)
+def test_a_loopback_server_still_refuses_foreign_origins(app_client, signer, origin):
+    client = app_client(base_url="http://127.0.0.1:8000", mcp_server_url=LOOPBACK_URL)
+    assert post(client, signer.token(aud=LOOPBACK_URL), Origin=origin) == 403
+
+
+def test_dns_rebinding_protection_scenario_of_the_conformance_suite(app_client, signer):
+    """What the MCP conformance suite sends: Host and Origin both on localhost, at another port than ours."""
     client = app_client(base_url="http://127.0.0.1:8000", mcp_server_url=LOOPBACK_URL)
     token = signer.token(aud=LOOPBACK_URL)
-    assert post(client, token, Origin="http://127.0.0.1:8000") == 200
-    assert post(client, token, Origin="http://localhost:3000") == 403
+    assert post(client, token, Host="localhost:3001", Origin="http://localhost:3001") == 200
+    assert post(client, token, Host="localhost:3001", Origin="http://evil.example.com") == 403
+    assert post(client, token, Host="evil.example.com", Origin="http://localhost:3001") == 421
+
+
+HEADER_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0xFF)  # what a header value can carry, unstripped
+LOOPBACK_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?", re.IGNORECASE | re.ASCII)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=60),
+        st.from_regex(LOOPBACK_ORIGIN, fullmatch=True),
+        st.from_regex(r"https?://(localhost|127\.0\.0\.1|\[::1\])[:/.\]a-z0-9]{0,8}", fullmatch=True),
+    )
+)
+def test_is_loopback_origin_matches_its_definition_for_any_text(origin):
+    assert is_loopback_origin(origin) == bool(LOOPBACK_ORIGIN.fullmatch(origin))
+
+
+ORIGIN_PORTS = st.one_of(
+    st.just(""),
+    st.integers(0, 99999).map(":{}".format),
+    st.text(alphabet=HEADER_CHARS, max_size=6).map(lambda port: ":" + port),
+)
+ORIGIN_HOSTS = st.sampled_from(["localhost", "127.0.0.1", "[::1]", "[::1", "evil.example.com", "localhost.evil", ""])
+ORIGIN_SCHEMES = st.sampled_from(["http", "https", "HTTP", "ws", ""])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    origin=st.one_of(
+        st.text(alphabet=HEADER_CHARS, max_size=40),
+        st.builds("{}://{}{}".format, ORIGIN_SCHEMES, ORIGIN_HOSTS, ORIGIN_PORTS),
+    )
+)
+def test_any_origin_header_gets_200_or_403_from_a_loopback_server(loopback_client, signer, origin):
+    headers = {**legacy_headers(signer.token(aud=LOOPBACK_URL)), "Origin": origin.encode("latin-1")}
+    status = loopback_client.post("/mcp", json=GET_ME, headers=headers).status_code
+    assert status == (200 if is_loopback_origin(origin) else 403)
 
 
 @pytest.mark.parametrize("path", ["/.well-known/oauth-protected-resource/mcp", "/healthz", "/readyz"])

@@ -9,13 +9,15 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from settings import SettingsError, load_settings
 from tests.support import BASE_URL, MCP_HEADERS, FakeIdP, Signer, bearer, make_settings, parse_mcp_response, rpc_body
-from web.app import build_app
-from web.metrics import PENDING_REQUESTS, Histogram, Metrics, route_template
+from tools.notes_store_sqlite import SQLiteNotesStore
+from web.app import build_app, pool_stats_of
+from web.metrics import Histogram, Metrics, exposition, metrics_registry, route_template
 
 METRICS_TOKEN = "scrape-token-0123456789abcdef"
 SCRAPE = bearer(METRICS_TOKEN)
@@ -225,11 +227,16 @@ def test_histogram_buckets_are_cumulative_and_end_with_inf():
     assert histogram.count == 4 and histogram.sum == pytest.approx(3.65)
 
 
+def render(metrics: Metrics, accept: str | None = None) -> str:
+    body, _ = exposition(metrics_registry(metrics), accept)
+    return body.decode()
+
+
 def test_render_escapes_label_values_and_parses_back():
     metrics = Metrics(tool_names=['odd"tool\\name\nx'])
     metrics.observe_tool_call('odd"tool\\name\nx', "ok")
     metrics.observe_request(path="/mcp", method="BREW", status=418, seconds=0.2, auth=None)
-    text = metrics.render()
+    text = render(metrics)
     assert 'tool="odd\\"tool\\\\name\\nx"' in text
     samples = parse_exposition(text)
     assert value(samples, "mcp_http_requests_total", route="/mcp", method="other", status="418") == 1
@@ -239,6 +246,95 @@ def test_render_escapes_label_values_and_parses_back():
     for family in ("mcp_http_requests_total", "mcp_auth_outcomes_total", "mcp_tool_calls_total"):
         assert f"# TYPE {family} counter" in text
     assert "# TYPE mcp_http_request_duration_seconds histogram" in text
+
+
+def test_exposition_parses_with_prometheus_client(client, signer: Signer):
+    assert call_tool(client, signer.token(), "get_me", {})[0] == 200
+    text = client.get("/metrics", headers=SCRAPE).text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert families["mcp_http_requests"].type == "counter"
+    assert families["mcp_http_request_duration_seconds"].type == "histogram"
+    assert families["mcp_jwks_age_seconds"].type == "gauge"
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for sample in families["mcp_tool_calls"].samples
+    }
+    assert samples[("mcp_tool_calls_total", (("outcome", "ok"), ("tool", "get_me")))] == 1
+    # prometheus-client's default collectors, on this app's own registry
+    assert families["process_cpu_seconds"].type == "counter"
+    assert "process_resident_memory_bytes" in families
+    assert "python_gc_collections" in families
+    assert "python_info" in families
+    buckets = [s for s in families["mcp_http_request_duration_seconds"].samples if s.name.endswith("_bucket")]
+    assert buckets and all(s.labels["le"] for s in buckets)
+
+
+def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(client):
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    response = client.get("/metrics", headers={**SCRAPE, "Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert response.text.endswith("# EOF\n")
+    assert "# TYPE mcp_http_requests counter" in response.text
+
+
+def test_two_apps_in_one_process_keep_their_own_registries(idp: FakeIdP, signer: Signer):
+    settings = make_settings(metrics_token=METRICS_TOKEN)
+    with (
+        TestClient(build_app(settings), base_url=BASE_URL) as first,
+        TestClient(build_app(settings), base_url=BASE_URL) as second,
+    ):
+        assert call_tool(first, signer.token(), "get_me", {})[0] == 200
+        assert value(scrape(first), "mcp_tool_calls_total", tool="get_me", outcome="ok") == 1
+        assert value(scrape(second), "mcp_tool_calls_total", tool="get_me", outcome="ok") == 0
+
+
+# --- pool gauges (the PostgreSQL notes store's statistics, through a callable) ----------------------------------
+
+
+def test_pool_statistics_become_gauges():
+    stats = {"pool_size": 4, "pool_available": 3, "requests_waiting": 0, "usage_ms": 12.5}
+    text = render(Metrics(pool_stats=lambda: stats))
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    for name, expected in stats.items():
+        family = families[f"mcp_notes_db_pool_{name}"]
+        assert family.type == "gauge"
+        assert family.samples[0].value == expected
+
+
+def test_pool_statistics_are_read_at_each_scrape():
+    stats = {"pool_available": 1}
+    metrics = Metrics(pool_stats=lambda: stats)
+    registry = metrics_registry(metrics)
+    assert registry.get_sample_value("mcp_notes_db_pool_pool_available") == 1
+    stats["pool_available"] = 7
+    assert registry.get_sample_value("mcp_notes_db_pool_pool_available") == 7
+
+
+def test_pool_statistics_with_odd_names_or_values_are_left_out():
+    stats = {"Bad-Name": 1, "password=x": 2, "ok": 3, "flag": True, "text": "3", "": 4}
+    samples = parse_exposition(render(Metrics(pool_stats=lambda: stats)))
+    pool = {name for name, _ in samples if name.startswith("mcp_notes_db_pool_")}
+    assert pool == {"mcp_notes_db_pool_ok"}
+
+
+def test_a_failing_pool_callable_costs_only_the_pool_gauges(caplog):
+    secret_url = "postgresql://app:hunter2-secret@db.internal/notes"
+
+    def broken() -> dict[str, float]:
+        raise RuntimeError(f"connection to {secret_url} failed")
+
+    metrics = Metrics(tool_names=["get_me"], pool_stats=broken)
+    metrics.observe_tool_call("get_me", "ok")
+    with caplog.at_level("WARNING"):
+        text = render(metrics)
+    assert "mcp_notes_db_pool_" not in text
+    assert value(parse_exposition(text), "mcp_tool_calls_total", tool="get_me", outcome="ok") == 1
+    assert "hunter2" not in caplog.text and "RuntimeError" in caplog.text
+
+
+def test_without_a_pool_callable_there_are_no_pool_gauges():
+    assert "mcp_notes_db_pool_" not in render(Metrics())
 
 
 @pytest.mark.parametrize(
@@ -261,13 +357,22 @@ def test_route_templates(path, route):
     assert route_template(path) == route
 
 
-def test_request_observations_are_counted_in_batches_and_all_by_render():
+def test_request_observations_are_counted_at_once():
     metrics = Metrics()
-    total = PENDING_REQUESTS * 2 + 3
-    for index in range(total):
+    for index in range(3):
         metrics.observe_request(path="/mcp", method="POST", status=200, seconds=0.001 * index, auth="ok")
-    assert sum(metrics.requests.values()) == PENDING_REQUESTS * 2  # at most PENDING_REQUESTS wait to be counted
-    samples = parse_exposition(metrics.render())
-    assert value(samples, "mcp_http_requests_total", route="/mcp", method="POST", status="200") == total
-    assert value(samples, "mcp_http_request_duration_seconds_count", route="/mcp") == total
-    assert value(samples, "mcp_auth_outcomes_total", outcome="ok") == total
+        assert sum(metrics.requests.values()) == index + 1
+    samples = parse_exposition(render(metrics))
+    assert value(samples, "mcp_http_requests_total", route="/mcp", method="POST", status="200") == 3
+    assert value(samples, "mcp_http_request_duration_seconds_count", route="/mcp") == 3
+    assert value(samples, "mcp_auth_outcomes_total", outcome="ok") == 3
+
+
+def test_a_store_with_a_pool_reports_its_statistics_and_sqlite_does_not(tmp_path):
+    class PooledStore:
+        def pool_stats(self) -> dict[str, float]:
+            return {"pool_size": 2}
+
+    stats = pool_stats_of(PooledStore())
+    assert stats is not None and stats() == {"pool_size": 2}
+    assert pool_stats_of(SQLiteNotesStore(tmp_path / "notes.db")) is None

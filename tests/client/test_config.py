@@ -1,0 +1,102 @@
+"""The client's settings: OAUTH_CLIENT_SECRET_FILE (any SecretStr field's `<NAME>_FILE`) under the server's rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from client.config import ClientSettings, ConfigError, load_settings, resolve
+from secret_files import secret_fields
+
+MARKER = "Zq7-client-secret-"
+
+
+@pytest.fixture(autouse=True)
+def _no_client_settings_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ClientSettings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+        monkeypatch.delenv(f"{name.upper()}_FILE", raising=False)
+
+
+def secret_file(directory: Path, content: bytes) -> Path:
+    path = directory / "client-secret"
+    path.write_bytes(content)
+    return path
+
+
+def test_the_client_secret_is_found_by_its_type() -> None:
+    assert secret_fields(ClientSettings) == ["oauth_client_secret"]
+
+
+@pytest.mark.parametrize("ending", [b"", b"\n", b"\r\n"])
+def test_the_client_secret_comes_from_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: bytes) -> None:
+    monkeypatch.setenv("OAUTH_TOKEN_URL", "https://tenant.auth0.com/oauth/token")
+    monkeypatch.setenv("OAUTH_CLIENT_ID", "m2m-client")
+    monkeypatch.setenv("OAUTH_CLIENT_SECRET_FILE", str(secret_file(tmp_path, b"from-a-file " + ending)))
+
+    config = resolve({"server_url": "https://mcp.example.com/mcp"}, load_settings())
+
+    assert config.client_secret.get_secret_value() == "from-a-file "
+
+
+def test_the_file_variable_can_come_from_dotenv(tmp_path: Path) -> None:
+    path = secret_file(tmp_path, b"dotenv-secret\n")
+    (tmp_path / ".env").write_text(f"OAUTH_CLIENT_SECRET_FILE={path}\n", encoding="utf-8")
+
+    secret = load_settings().oauth_client_secret
+
+    assert secret is not None
+    assert secret.get_secret_value() == "dotenv-secret"
+
+
+def test_the_secret_and_its_file_together_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OAUTH_CLIENT_SECRET", "plain")
+    monkeypatch.setenv("OAUTH_CLIENT_SECRET_FILE", str(secret_file(tmp_path, b"filed")))
+
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+
+    assert str(error.value) == "OAUTH_CLIENT_SECRET and OAUTH_CLIENT_SECRET_FILE: both are set; set only one of them"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(None, "cannot read {path!r}: No such file or directory"), (b"\n", "{path!r} is empty")],
+)
+def test_file_problems_are_one_line_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None, problem: str
+) -> None:
+    path = tmp_path / "client-secret"
+    if content is not None:
+        path.write_bytes(content)
+    monkeypatch.setenv("OAUTH_CLIENT_SECRET_FILE", str(path))
+
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+
+    assert str(error.value).startswith("OAUTH_CLIENT_SECRET_FILE: " + problem.format(path=str(path)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=128))
+def test_any_bytes_give_the_secret_or_one_line_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes
+) -> None:
+    raw = MARKER.encode() + content
+    monkeypatch.setenv("OAUTH_CLIENT_SECRET_FILE", str(secret_file(tmp_path, raw)))
+    try:
+        loaded = load_settings()
+    except ConfigError as exc:
+        message = str(exc)
+        assert message.startswith("OAUTH_CLIENT_SECRET_FILE: ")
+        assert "\n" not in message and "\r" not in message
+        assert MARKER not in message
+    else:
+        text = raw.decode("utf-8")
+        assert loaded.oauth_client_secret is not None
+        assert loaded.oauth_client_secret.get_secret_value() == (
+            text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+        )
