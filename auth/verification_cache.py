@@ -58,7 +58,7 @@ class _Refused:
 
 
 class KeySource(Protocol):
-    """What the cache asks the key set (auth.jwks.JWKSCache)."""
+    """What the cache asks the key set (auth.jwks_cache.JWKSCache)."""
 
     def is_current(self, key: VerificationKey) -> bool: ...
 
