@@ -146,14 +146,19 @@ def test_any_bytes_give_the_value_or_one_clear_line(tmp_path, content):
 # --- through the settings --------------------------------------------------------------------------------------
 
 
+# A valid value for each secret whose validator asks for a shape (the others take TOKEN).
+VALID_SECRET = {"notes_database_url": f"postgresql://mcp:{TOKEN}@db.example.com:5432/notes"}
+
+
 @pytest.mark.parametrize("field", secret_fields(Settings))
 def test_every_secret_setting_reads_its_file(tmp_path, monkeypatch, field):
-    monkeypatch.setenv(f"{field.upper()}_FILE", str(secret_file(tmp_path, TOKEN + "\n")))
+    value = VALID_SECRET.get(field, TOKEN)
+    monkeypatch.setenv(f"{field.upper()}_FILE", str(secret_file(tmp_path, value + "\n")))
 
     secret = getattr(load_settings(), field)
 
     assert isinstance(secret, SecretStr)
-    assert secret.get_secret_value() == TOKEN
+    assert secret.get_secret_value() == value
     assert type(secret.get_secret_value()) is str
     assert TOKEN not in repr(load_settings())
 
