@@ -20,9 +20,13 @@ STAMP="$SDK_VENV/.installed-$(cksum < requirements.lock | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ]; then
     rm -rf "$SDK_VENV"
     "$VENV/bin/python" -m venv "$SDK_VENV"
-    MCP_PIN=$(grep '^mcp==' requirements.lock)
+    # The lock's pins without their hashes (a constraints file may not carry them) or line continuations.
+    PINS="$SDK_VENV/pins.txt"
+    sed -e 's/[[:space:]]*\\$//' -e '/^[[:space:]]*--hash=/d' -e '/^[[:space:]]*#/d' -e '/^[[:space:]]*$/d' \
+        requirements.lock > "$PINS"
+    MCP_PIN=$(grep '^mcp==' "$PINS")
     # (grep: a site-wide pip configuration may warn about each package; pipefail keeps pip's exit status)
-    "$SDK_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --constraint requirements.lock "$MCP_PIN" \
+    "$SDK_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --constraint "$PINS" "$MCP_PIN" \
         2>&1 | { grep -v '^WARNING: Location' || true; }
     touch "$STAMP"
 fi
