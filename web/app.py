@@ -165,7 +165,7 @@ def build_app(
     drop_idle_tracing(mcp)
     # Host and Origin are checked by TransportGuard, against the public URL, before auth.
     # json_response: every tool here answers at once, so a plain JSON body serves each POST without the SDK's
-    # per-request task group and SSE stream (about a third of a call's CPU); no tool streams progress.
+    # per-request task group and SSE stream; no tool streams progress (docs/performance.md has the measured effect).
     mcp_app = mcp.streamable_http_app(
         streamable_http_path=MCP_PATH,
         json_response=True,
