@@ -105,18 +105,24 @@ class SecretFilesSource(PydanticBaseSettingsSource):
         return values
 
 
-def secret_sources(
-    settings_cls: type[BaseSettings],
-    init_settings: PydanticBaseSettingsSource,
-    env_settings: PydanticBaseSettingsSource,
-    dotenv_settings: PydanticBaseSettingsSource,
-    file_secret_settings: PydanticBaseSettingsSource,
-) -> tuple[PydanticBaseSettingsSource, ...]:
-    """pydantic-settings' own sources with the secret files after the arguments: arguments, then files, then the
+class SecretFileSettings(BaseSettings):
+    """A settings base whose SecretStr fields also read `<NAME>_FILE` (Docker and Kubernetes secret mounts).
+
+    pydantic-settings' own sources with the secret files after the arguments: arguments, then files, then the
     environment and `.env` (a variable and its file together are refused, so their order never decides)."""
-    given = getattr(init_settings, "init_kwargs", {}).keys()
-    files = SecretFilesSource(settings_cls, [env_settings, dotenv_settings], given)
-    return init_settings, files, env_settings, dotenv_settings, file_secret_settings
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        given = getattr(init_settings, "init_kwargs", {}).keys()
+        files = SecretFilesSource(settings_cls, [env_settings, dotenv_settings], given)
+        return init_settings, files, env_settings, dotenv_settings, file_secret_settings
 
 
 def file_variable(error_input: Any) -> str | None:

@@ -8,11 +8,11 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from auth import providers
 from auth.providers import Provider
-from secret_files import SecretFileError, file_variable, secret_sources
+from secret_files import SecretFileError, SecretFileSettings, file_variable
 
 # Asymmetric JWS algorithms this server can verify; HS* and "none" are never among them.
 SUPPORTED_ALGORITHMS = frozenset(
@@ -77,7 +77,7 @@ def _check_url(value: str) -> str:
     return value
 
 
-class Settings(BaseSettings):
+class Settings(SecretFileSettings):
     """Configuration of the resource server. Field names are the environment variable names."""
 
     model_config = SettingsConfigDict(
@@ -87,18 +87,6 @@ class Settings(BaseSettings):
         case_sensitive=False,
         frozen=True,
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Every SecretStr field also reads <NAME>_FILE (Docker and Kubernetes secret mounts), keyed on the type.
-        return secret_sources(settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings)
 
     # --- identity provider -------------------------------------------------------------------
     # A preset derives issuer and JWKS URL from the values in the IdP's console and applies its rules;

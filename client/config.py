@@ -8,11 +8,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from client.discovery import endpoint_problem
 from client.token_request import AuthMethod
-from secret_files import SecretFileError, file_variable, secret_sources
+from secret_files import SecretFileError, SecretFileSettings, file_variable
 
 # `make dev`: the server and its embedded issuer on 127.0.0.1:8000, with its default client.
 DEV_SERVER_URL = "http://127.0.0.1:8000/mcp"
@@ -32,22 +32,10 @@ class ConfigError(Exception):
     """A missing or invalid setting; the message is one line naming the variable (and flag)."""
 
 
-class ClientSettings(BaseSettings):
+class ClientSettings(SecretFileSettings):
     """The CLI's environment. Field names are the variable names; empty values count as unset."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # OAUTH_CLIENT_SECRET_FILE (and <NAME>_FILE for any SecretStr field), as the server reads its own.
-        return secret_sources(settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings)
 
     oauth_token_url: str | None = None
     oauth_issuer: str | None = None
