@@ -32,6 +32,8 @@ def is_auth_layer(middleware: Middleware) -> bool:
 
 @dataclass(frozen=True)
 class Snapshot:
+    """A request's scope, scope state and context variables at one moment, or what changed between two."""
+
     scope: dict[str, Any]
     state: dict[str, Any]
     context: dict[contextvars.ContextVar[Any], Any]
@@ -41,6 +43,14 @@ class Snapshot:
         state = scope.get("state")
         return cls(dict(scope), dict(state) if isinstance(state, Mapping) else {}, dict(contextvars.copy_context()))
 
+    def since(self, before: Snapshot) -> Snapshot:
+        """What the auth layers attached between `before` and this snapshot, for one request that passed them."""
+        scope = changed(before.scope, self.scope)
+        scope.pop("state", None)  # its entries are taken one by one below
+        context = changed(before.context, self.context)
+        context.pop(_BEFORE, None)
+        return Snapshot(scope, changed(before.state, self.state), context)
+
 
 _BEFORE: contextvars.ContextVar[Snapshot] = contextvars.ContextVar("bench_noauth_before")
 
@@ -48,23 +58,6 @@ _BEFORE: contextvars.ContextVar[Snapshot] = contextvars.ContextVar("bench_noauth
 def changed(before: Mapping[Any, Any], after: Mapping[Any, Any]) -> dict[Any, Any]:
     """Entries of `after` that are new or hold another object than in `before`."""
     return {key: value for key, value in after.items() if key not in before or before[key] is not value}
-
-
-@dataclass(frozen=True)
-class Attached:
-    """What the auth layers attached to one request that passed them."""
-
-    scope: dict[str, Any]
-    state: dict[str, Any]
-    context: dict[contextvars.ContextVar[Any], Any]
-
-    @classmethod
-    def between(cls, before: Snapshot, after: Snapshot) -> Attached:
-        scope = changed(before.scope, after.scope)
-        scope.pop("state", None)  # its entries are taken one by one below
-        context = changed(before.context, after.context)
-        context.pop(_BEFORE, None)
-        return cls(scope, changed(before.state, after.state), context)
 
 
 class _Recorder:
@@ -77,7 +70,7 @@ class _Recorder:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         before = _BEFORE.get(None)
         if self.owner.attached is None and before is not None and scope["type"] == "http":
-            self.owner.attached = Attached.between(before, Snapshot.of(scope))
+            self.owner.attached = Snapshot.of(scope).since(before)
         await self.app(scope, receive, send)
 
 
@@ -90,7 +83,7 @@ class AuthOnce:
 
     def __init__(self, app: ASGIApp, *, layers: list[Middleware]) -> None:
         self.app = app
-        self.attached: Attached | None = None
+        self.attached: Snapshot | None = None
         wrapped: ASGIApp = _Recorder(app, self)
         for cls, args, kwargs in reversed(layers):
             wrapped = cls(wrapped, *args, **kwargs)

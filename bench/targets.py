@@ -31,6 +31,17 @@ MODERN_META = {
 SETTINGS_PREFIXES = ("OAUTH_", "MCP_", "NOTES_", "DEV_", "CORS_", "LOG_", "METRICS_", "HOST", "PORT", "FORWARDED_")
 
 
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a child still running, then kill it if it has not exited within 10 s."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
@@ -126,13 +137,7 @@ class Target:
         raise RuntimeError(f"{self.name} gave no correct answer within {START_TIMEOUT:g} s; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     @property
@@ -224,11 +229,5 @@ class FakeIdP:
             return int(json.loads(connection.getresponse().read())["jwks_fetches"])
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
