@@ -241,6 +241,29 @@ def page_from_rows(owner: Owner, rows: list[NoteRow], limit: int) -> NotePage:
     return NotePage(notes, encode_cursor(owner, last[3], last[0]))
 
 
+def checked_create(owner: object, title: object, content: object, limits: NotesLimits) -> tuple[Owner, str, str]:
+    """The owner, title and content of a new note as stored."""
+    return check_owner(owner), check_title(title, limits), check_content(content, limits)
+
+
+def checked_note_ref(owner: object, note_id: object) -> Owner:
+    """The owner of a get or delete; raises NoteNotFound for an id no store issued."""
+    checked_owner = check_owner(owner)
+    if not is_well_formed_id(note_id):
+        raise NoteNotFound
+    return checked_owner
+
+
+def checked_list(
+    owner: object, limit: object, cursor: object, limits: NotesLimits
+) -> tuple[Owner, int, tuple[int, str]]:
+    """The owner, page size and position (created_at, id) after which a page starts."""
+    checked_owner = check_owner(owner)
+    page_size = check_page_size(limit, limits)
+    after = (-1, "") if cursor is None else decode_cursor(checked_owner, cursor)
+    return checked_owner, page_size, after
+
+
 def checked_update(
     owner: object, note_id: object, title: object, content: object, limits: NotesLimits
 ) -> tuple[Owner, str | None, str | None]:

@@ -12,6 +12,7 @@ from typing import ClassVar, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from tools.notes_store import (
@@ -26,13 +27,10 @@ from tools.notes_store import (
     NotesStorageError,
     Owner,
     SchemaTooNew,
-    check_content,
-    check_owner,
-    check_page_size,
-    check_title,
+    checked_create,
+    checked_list,
+    checked_note_ref,
     checked_update,
-    decode_cursor,
-    is_well_formed_id,
     limit_reached,
     new_note_id,
     newer_schema,
@@ -78,6 +76,14 @@ def _retrieve(task: asyncio.Task[object]) -> None:
     """Mark a background task's failure as seen (it was logged or answered already)."""
     if not task.cancelled():
         task.exception()
+
+
+async def _one_note(cursor: psycopg.AsyncCursor[TupleRow]) -> Note:
+    """The note a statement returned; NoteNotFound when it matched no row of this owner."""
+    row = await cursor.fetchone()
+    if row is None:
+        raise NoteNotFound
+    return note_from_row(row)
 
 
 def owner_lock_key(owner: Owner) -> int:
@@ -191,8 +197,7 @@ class PostgresNotesStore:
     # --- the NotesStore interface ----------------------------------------------------------------------
 
     async def create(self, owner: Owner, title: str, content: str) -> Note:
-        owner = check_owner(owner)
-        title, content = check_title(title, self._limits), check_content(content, self._limits)
+        owner, title, content = checked_create(owner, title, content, self._limits)
 
         async def create(conn: psycopg.AsyncConnection) -> Note:
             now = now_us()
@@ -219,26 +224,19 @@ class PostgresNotesStore:
         return await self._run(create)
 
     async def get(self, owner: Owner, note_id: str) -> Note:
-        owner = check_owner(owner)
-        if not is_well_formed_id(note_id):
-            raise NoteNotFound
+        owner = checked_note_ref(owner, note_id)
 
         async def get(conn: psycopg.AsyncConnection) -> Note:
             cursor = await conn.execute(
                 f"SELECT {NOTE_COLUMNS} FROM notes WHERE id = %s AND issuer = %s AND subject = %s",  # noqa: S608
                 (note_id, *owner),
             )
-            row = await cursor.fetchone()
-            if row is None:
-                raise NoteNotFound
-            return note_from_row(row)
+            return await _one_note(cursor)
 
         return await self._run(get)
 
     async def list(self, owner: Owner, *, limit: int = 20, cursor: str | None = None) -> NotePage:
-        owner = check_owner(owner)
-        limit = check_page_size(limit, self._limits)
-        after = (-1, "") if cursor is None else decode_cursor(owner, cursor)
+        owner, limit, after = checked_list(owner, limit, cursor, self._limits)
 
         async def page(conn: psycopg.AsyncConnection) -> NotePage:
             rows = await (
@@ -264,17 +262,12 @@ class PostgresNotesStore:
                 f" WHERE id = %s AND issuer = %s AND subject = %s RETURNING {NOTE_COLUMNS}",
                 (title, content, now_us(), note_id, *owner),
             )
-            row = await cursor.fetchone()
-            if row is None:
-                raise NoteNotFound
-            return note_from_row(row)
+            return await _one_note(cursor)
 
         return await self._run(update)
 
     async def delete(self, owner: Owner, note_id: str) -> None:
-        owner = check_owner(owner)
-        if not is_well_formed_id(note_id):
-            raise NoteNotFound
+        owner = checked_note_ref(owner, note_id)
 
         async def delete(conn: psycopg.AsyncConnection) -> None:
             cursor = await conn.execute(

@@ -23,13 +23,10 @@ from tools.notes_store import (
     NotesLimits,
     NotesStorageError,
     Owner,
-    check_content,
-    check_owner,
-    check_page_size,
-    check_title,
+    checked_create,
+    checked_list,
+    checked_note_ref,
     checked_update,
-    decode_cursor,
-    is_well_formed_id,
     limit_reached,
     new_note_id,
     newer_schema,
@@ -212,20 +209,15 @@ class SQLiteNotesStore:
                 executor.shutdown(wait=False)
 
     async def create(self, owner: Owner, title: str, content: str) -> Note:
-        owner = check_owner(owner)
-        title, content = check_title(title, self._limits), check_content(content, self._limits)
+        owner, title, content = checked_create(owner, title, content, self._limits)
         return await self._call(_SQLiteNotes.create, owner, title, content)
 
     async def get(self, owner: Owner, note_id: str) -> Note:
-        owner = check_owner(owner)
-        if not is_well_formed_id(note_id):
-            raise NoteNotFound
+        owner = checked_note_ref(owner, note_id)
         return await self._call(_SQLiteNotes.get, owner, note_id)
 
     async def list(self, owner: Owner, *, limit: int = 20, cursor: str | None = None) -> NotePage:
-        owner = check_owner(owner)
-        limit = check_page_size(limit, self._limits)
-        after = (-1, "") if cursor is None else decode_cursor(owner, cursor)
+        owner, limit, after = checked_list(owner, limit, cursor, self._limits)
         return await self._call(_SQLiteNotes.page, owner, limit, after)
 
     async def update(self, owner: Owner, note_id: str, *, title: str | None = None, content: str | None = None) -> Note:
@@ -233,9 +225,7 @@ class SQLiteNotesStore:
         return await self._call(_SQLiteNotes.update, owner, note_id, title, content)
 
     async def delete(self, owner: Owner, note_id: str) -> None:
-        owner = check_owner(owner)
-        if not is_well_formed_id(note_id):
-            raise NoteNotFound
+        owner = checked_note_ref(owner, note_id)
         await self._call(_SQLiteNotes.delete, owner, note_id)
 
     async def ping(self) -> bool:
