@@ -22,6 +22,13 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_CURSOR_CHARS = 512
 NOTE_COLUMNS = "id, title, content, created_at, updated_at"  # the order of NoteRow
+# One owner's page after a (created_at, id) position, one row more than asked to learn whether more follow.
+# `{p}` is the driver's placeholder; the arguments are page_arguments(...).
+_PAGE_QUERY = (
+    f"SELECT {NOTE_COLUMNS} FROM notes"  # noqa: S608 - constant
+    " WHERE issuer = {p} AND subject = {p} AND (created_at, id) > ({p}, {p})"
+    " ORDER BY created_at, id LIMIT {p}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +237,16 @@ def now_us() -> int:
 def note_from_row(row: NoteRow) -> Note:
     note_id, title, content, created_us, updated_us = row
     return Note(note_id, title, content, moment(created_us), moment(updated_us))
+
+
+def page_query(placeholder: str) -> str:
+    """The SQL of one page of notes, with the driver's placeholder (`?` or `%s`)."""
+    return _PAGE_QUERY.replace("{p}", placeholder)
+
+
+def page_arguments(owner: Owner, limit: int, after: tuple[int, str]) -> tuple[str, str, int, str, int]:
+    """The arguments of page_query: owner, position, and one row more than the page holds."""
+    return (*owner, *after, limit + 1)
 
 
 def page_from_rows(owner: Owner, rows: list[NoteRow], limit: int) -> NotePage:

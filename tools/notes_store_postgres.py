@@ -36,7 +36,9 @@ from tools.notes_store import (
     newer_schema,
     note_from_row,
     now_us,
+    page_arguments,
     page_from_rows,
+    page_query,
 )
 from tools.pg_url import PasswordFilter, redact, safe_url
 
@@ -50,6 +52,7 @@ _POOL_NAME = "notes"
 # A connection attempt is given up after this long and tried again on demand (a request or a probe), so a
 # replica notices a database that came back within seconds, not after the pool's exponential back-off.
 _RECONNECT_TIMEOUT_SECONDS = 10.0
+_PAGE_QUERY = page_query("%s")
 _LIBPQ_LOGGERS = ("psycopg", "psycopg.pool")
 
 # Append only: migration N brings the recorded version N-1 to N, inside one transaction.
@@ -239,14 +242,7 @@ class PostgresNotesStore:
         owner, limit, after = checked_list(owner, limit, cursor, self._limits)
 
         async def page(conn: psycopg.AsyncConnection) -> NotePage:
-            rows = await (
-                await conn.execute(
-                    f"SELECT {NOTE_COLUMNS} FROM notes"  # noqa: S608 - constant
-                    " WHERE issuer = %s AND subject = %s AND (created_at, id) > (%s, %s)"
-                    " ORDER BY created_at, id LIMIT %s",
-                    (*owner, *after, limit + 1),
-                )
-            ).fetchall()
+            rows = await (await conn.execute(_PAGE_QUERY, page_arguments(owner, limit, after))).fetchall()
             return page_from_rows(owner, rows, limit)
 
         return await self._run(page)

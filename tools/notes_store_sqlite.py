@@ -32,7 +32,9 @@ from tools.notes_store import (
     newer_schema,
     note_from_row,
     now_us,
+    page_arguments,
     page_from_rows,
+    page_query,
 )
 
 T = TypeVar("T")
@@ -42,6 +44,7 @@ _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _FIRST_RETRY_SECONDS = 0.005
 _LAST_RETRY_SECONDS = 0.1
 _MEMORY = ":memory:"
+_PAGE_QUERY = page_query("?")
 
 # Append only: migration N brings user_version N-1 to N, inside one transaction.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -112,12 +115,7 @@ class _SQLiteNotes:
         return note_from_row(row)
 
     def page(self, owner: Owner, limit: int, after: tuple[int, str]) -> NotePage:
-        rows = self.conn.execute(
-            f"SELECT {NOTE_COLUMNS} FROM notes"  # noqa: S608 - constant
-            " WHERE issuer = ? AND subject = ? AND (created_at, id) > (?, ?)"
-            " ORDER BY created_at, id LIMIT ?",
-            (*owner, *after, limit + 1),
-        ).fetchall()
+        rows = self.conn.execute(_PAGE_QUERY, page_arguments(owner, limit, after)).fetchall()
         return page_from_rows(owner, rows, limit)
 
     def update(self, owner: Owner, note_id: str, title: str | None, content: str | None) -> Note:
