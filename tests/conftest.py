@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from secret_files import secret_fields
 from settings import Settings
 from tests import pg
-from tests.support import BASE_URL, FakeIdP, Signer, make_settings
+from tests.support import BASE_URL, FakeIdP, Signer, make_settings, user_token
 from web.app import build_app
 
 
@@ -45,6 +45,17 @@ def ed_private_key() -> ed25519.Ed25519PrivateKey:
 @pytest.fixture
 def signer(rsa_private_key: rsa.RSAPrivateKey) -> Signer:
     return Signer(rsa_private_key, "rsa-1", "RS256")
+
+
+@pytest.fixture
+def alice(signer: Signer) -> str:
+    """A person's token for the notes tools; `bob` is another person."""
+    return user_token(signer, "alice")
+
+
+@pytest.fixture
+def bob(signer: Signer) -> str:
+    return user_token(signer, "bob")
 
 
 @pytest.fixture

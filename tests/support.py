@@ -6,10 +6,10 @@ import gc
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import jwt
@@ -28,6 +28,7 @@ SERVER_URL = "https://mcp.example.com/mcp"
 BASE_URL = "https://mcp.example.com"
 CLIENT_ID = "client-abc"
 PRM_URL = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+NOTES_SCOPES = "read:notes write:notes use:calculator"
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 LEGACY_VERSION = "2025-11-25"
 MODERN_VERSION = "2026-07-28"
@@ -37,6 +38,24 @@ MODERN_META = {
     "io.modelcontextprotocol/clientInfo": {"name": "mcp", "version": "0.1.0"},
     "io.modelcontextprotocol/clientCapabilities": {},
 }
+
+
+class Openable(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+OpenableT = TypeVar("OpenableT", bound=Openable)
+
+
+@asynccontextmanager
+async def opened(store: OpenableT) -> AsyncIterator[OpenableT]:
+    """The store opened for the block and closed after it, also when the block fails."""
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 class Clock:
@@ -79,6 +98,11 @@ class Signer:
 
     def token(self, *, headers: dict[str, Any] | None = None, drop: tuple[str, ...] = (), **overrides: Any) -> str:
         return self.sign(make_claims(drop=drop, **overrides), headers=headers)
+
+
+def user_token(signer: Signer, subject: str, **claims: Any) -> str:
+    """A person's token for the notes and calculator tools."""
+    return signer.token(sub=subject, scope=NOTES_SCOPES, **claims)
 
 
 def make_claims(*, drop: tuple[str, ...] = (), **overrides: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests import pg
+from tests.support import opened
 from tools.notes_store import (
     DEFAULT_LIMITS,
     INVALID_CURSOR_MESSAGE,
@@ -563,12 +564,8 @@ async def test_notes_persist_across_close_and_reopen(db_path: Path) -> None:
     updated = await first.update(ALICE, note.id, content="changed")
     await first.close()
 
-    second = SQLiteNotesStore(db_path)
-    await second.open()
-    try:
+    async with opened(SQLiteNotesStore(db_path)) as second:
         assert await second.get(ALICE, note.id) == updated
-    finally:
-        await second.close()
 
     await first.open()  # the same object can be opened again
     try:
@@ -670,12 +667,8 @@ async def test_a_later_migration_upgrades_an_existing_database(db_path: Path) ->
     note = await old.create(ALICE, "from v1", "")
     await old.close()
 
-    new = Upgraded(str(db_path))
-    await new.open()
-    try:
+    async with opened(Upgraded(str(db_path))) as new:
         assert await new.get(ALICE, note.id) == note
-    finally:
-        await new.close()
     assert scalar(db_path, "PRAGMA user_version") == 2
     assert scalar(db_path, "SELECT pinned FROM notes") == 0
 
@@ -866,13 +859,9 @@ class RefusingStore(SQLiteNotesStore):
 
 
 async def test_a_busy_refusal_during_set_up_is_tried_again(db_path: Path) -> None:
-    store = RefusingStore(db_path, [busy_error(), busy_error(), busy_error()])
-    await store.open()
-    try:
+    async with opened(RefusingStore(db_path, [busy_error(), busy_error(), busy_error()])) as store:
         assert store.attempts == 4
         assert await store.ping() is True
-    finally:
-        await store.close()
 
 
 async def test_a_lasting_busy_refusal_fails_clearly_after_the_busy_timeout(

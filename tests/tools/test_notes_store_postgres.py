@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from tests import pg
+from tests.support import opened
 from tests.tcp_proxy import TcpProxy, free_port
 from tools.notes_store import NoteLimitExceeded, NotesLimits, NotesStorageError, SchemaTooNew
 from tools.notes_store_postgres import MIGRATIONS, PostgresNotesStore, owner_lock_key
@@ -106,12 +107,8 @@ async def test_a_later_migration_upgrades_an_existing_database(postgres_url: str
     note = await old.create(ALICE, "from v1", "")
     await old.close()
 
-    new = Upgraded(postgres_url)
-    await new.open()
-    try:
+    async with opened(Upgraded(postgres_url)) as new:
         assert await new.get(ALICE, note.id) == note
-    finally:
-        await new.close()
     assert pg.scalar(postgres_url, "SELECT version FROM notes_schema") == 2
     assert pg.scalar(postgres_url, "SELECT pinned FROM notes") is False
     with pytest.raises(SchemaTooNew):
@@ -172,9 +169,7 @@ async def test_a_database_down_at_start_up_is_served_once_it_comes_up(
 async def test_a_lost_database_fails_calls_quickly_and_the_store_recovers_by_itself(
     postgres_url: str, proxy: TcpProxy
 ) -> None:
-    store = PostgresNotesStore(through(postgres_url, proxy), timeout=1, pool_min=2, pool_max=4)
-    await store.open()
-    try:
+    async with opened(PostgresNotesStore(through(postgres_url, proxy), timeout=1, pool_min=2, pool_max=4)) as store:
         kept = await store.create(ALICE, "before", "")
         await proxy.cut()
         assert await store.ping() is False
@@ -188,16 +183,12 @@ async def test_a_lost_database_fails_calls_quickly_and_the_store_recovers_by_its
         await eventually_pings(store)
         after = [await store.create(ALICE, f"after {i}", "") for i in range(8)]  # no stale connection left
         assert [n.id for n in (await store.list(ALICE)).notes] == [kept.id, *(note.id for note in after)]
-    finally:
-        await store.close()
 
 
 async def test_after_a_database_restart_one_failed_call_clears_every_stale_connection(
     postgres_url: str, proxy: TcpProxy
 ) -> None:
-    store = PostgresNotesStore(through(postgres_url, proxy), timeout=2, pool_min=4, pool_max=4)
-    await store.open()
-    try:
+    async with opened(PostgresNotesStore(through(postgres_url, proxy), timeout=2, pool_min=4, pool_max=4)) as store:
         await asyncio.gather(*(store.list(ALICE) for _ in range(8)))  # four connections open and idle
         await proxy.cut()
         await proxy.start()  # the database restarted: every pooled connection is dead
@@ -206,14 +197,10 @@ async def test_after_a_database_restart_one_failed_call_clears_every_stale_conne
         await asyncio.sleep(1)  # the pool checks its idle connections meanwhile
         for _ in range(4):
             assert (await store.list(ALICE)).notes == ()
-    finally:
-        await store.close()
 
 
 async def test_a_hung_database_gives_an_error_within_the_timeout(postgres_url: str, proxy: TcpProxy) -> None:
-    store = PostgresNotesStore(through(postgres_url, proxy), timeout=1, pool_min=1, pool_max=2)
-    await store.open()
-    try:
+    async with opened(PostgresNotesStore(through(postgres_url, proxy), timeout=1, pool_min=1, pool_max=2)) as store:
         await store.create(ALICE, "before", "")
         proxy.freeze()
         started = time.monotonic()
@@ -225,21 +212,15 @@ async def test_a_hung_database_gives_an_error_within_the_timeout(postgres_url: s
         assert time.monotonic() - started < 2.5
         proxy.thaw()
         await eventually_pings(store)
-    finally:
-        await store.close()
 
 
 async def test_the_password_never_reaches_a_log_line(postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     nobody = with_password(f"postgresql://postgres@127.0.0.1:{free_port()}/x")
-    store = PostgresNotesStore(nobody, timeout=0.5)
-    await store.open()
-    try:
+    async with opened(PostgresNotesStore(nobody, timeout=0.5)) as store:
         with pytest.raises(NotesStorageError) as caught:
             await store.list(ALICE)
         await asyncio.sleep(1.2)  # the pool's own connection attempts log their failures meanwhile
-    finally:
-        await store.close()
     assert PASSWORD not in str(caught.value)
     assert any("error connecting" in record.getMessage() for record in caplog.records)
     for record in caplog.records:
@@ -300,9 +281,7 @@ def test_owner_lock_keys_are_stable_32_bit_and_spread() -> None:
 
 
 async def test_every_acknowledged_write_is_committed_before_the_answer(postgres_url: str) -> None:
-    store = PostgresNotesStore(postgres_url)
-    await store.open()
-    try:
+    async with opened(PostgresNotesStore(postgres_url)) as store:
         with psycopg.connect(postgres_url, autocommit=True) as other:  # another replica's view, at once
             note = await store.create(ALICE, "t", "v1")
             assert other.execute("SELECT content FROM notes WHERE id = %s", (note.id,)).fetchone() == ("v1",)
@@ -310,8 +289,6 @@ async def test_every_acknowledged_write_is_committed_before_the_answer(postgres_
             assert other.execute("SELECT content FROM notes WHERE id = %s", (note.id,)).fetchone() == ("v2",)
             await store.delete(ALICE, note.id)
             assert other.execute("SELECT COUNT(*) FROM notes").fetchone() == (0,)
-    finally:
-        await store.close()
 
 
 def test_bad_pool_bounds_are_refused() -> None:
@@ -325,14 +302,10 @@ def test_bad_pool_bounds_are_refused() -> None:
 async def test_libpq_parameters_in_the_url_win_over_the_stores_defaults(
     postgres_url: str, parameters: str, expected: str
 ) -> None:
-    store = PostgresNotesStore(postgres_url + parameters)
-    await store.open()
-    try:
+    async with opened(PostgresNotesStore(postgres_url + parameters)) as store:
         await store.list(ALICE)
         name = urlsplit(postgres_url).path.lstrip("/")
         names = pg.scalar(
             postgres_url, f"SELECT string_agg(application_name, ',') FROM pg_stat_activity WHERE datname = '{name}'"
         )
         assert expected in str(names).split(",")
-    finally:
-        await store.close()

@@ -24,6 +24,7 @@ from tests.support import (
     BASE_URL,
     CLIENT_ID,
     ISSUER,
+    NOTES_SCOPES,
     SERVER_URL,
     Signer,
     bearer,
@@ -31,11 +32,11 @@ from tests.support import (
     make_settings,
     parse_mcp_response,
     rpc_body,
+    user_token,
 )
 from tools.notes_store import NOT_FOUND_MESSAGE
 from web.app import build_app
 
-SCOPES = "read:notes write:notes use:calculator"
 UNAVAILABLE = "the notes store is unavailable; try again later"
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22,}")
 CALL_TIMEOUT_SECONDS = 60
@@ -83,12 +84,8 @@ def parse_time(value: str) -> datetime:
     return moment
 
 
-def user_token(signer: Signer, subject: str, **claims: Any) -> str:
-    return signer.token(sub=subject, scope=SCOPES, **claims)
-
-
 def machine_token(signer: Signer, client_id: str, subject: str | None = None, **claims: Any) -> str:
-    return signer.token(sub=subject or client_id, azp=client_id, scope=SCOPES, **claims)
+    return signer.token(sub=subject or client_id, azp=client_id, scope=NOTES_SCOPES, **claims)
 
 
 @contextmanager
@@ -108,16 +105,6 @@ def all_notes(client: TestClient, token: str, page_size: int = 100, max_pages: i
         if cursor is None:
             return notes
     raise AssertionError("paging did not end")
-
-
-@pytest.fixture
-def alice(signer: Signer) -> str:
-    return user_token(signer, "alice")
-
-
-@pytest.fixture
-def bob(signer: Signer) -> str:
-    return user_token(signer, "bob")
 
 
 # --- each tool ----------------------------------------------------------------------------------
@@ -479,7 +466,7 @@ def _principal(issuer: str, subject: str, client_id: str | None = CLIENT_ID, *, 
         client_id=client_id,
         issuer=issuer,
         audience=(SERVER_URL,),
-        scopes=frozenset(SCOPES.split()),
+        scopes=frozenset(NOTES_SCOPES.split()),
         expires_at=datetime.now(UTC) + timedelta(minutes=5),
         is_machine=machine,
     )
@@ -497,7 +484,7 @@ def test_the_same_subject_at_two_issuers_is_two_owners():
 
 def test_a_token_from_another_issuer_never_reaches_the_notes(client, signer, alice):
     ok(client, alice, "create_note", title="t", content="")
-    foreign = signer.token(sub="alice", scope=SCOPES, iss="https://login.other.example/")
+    foreign = signer.token(sub="alice", scope=NOTES_SCOPES, iss="https://login.other.example/")
     body = rpc_body("tools/call", {"name": "list_notes", "arguments": {}})
     assert client.post("/mcp", json=body, headers=legacy_headers(foreign)).status_code == 401
 

@@ -16,9 +16,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests import pg
-from tests.support import BASE_URL, Signer, make_settings
+from tests.support import BASE_URL, make_settings
 from tests.tcp_proxy import TcpProxy
-from tests.tools.test_notes_tools import UNAVAILABLE, ok, refused, user_token
+from tests.tools.test_notes_tools import UNAVAILABLE, ok, refused
 from tools.notes_store import NOT_FOUND_MESSAGE
 from tools.notes_store_postgres import PostgresNotesStore
 from web.app import build_app
@@ -48,16 +48,6 @@ def ready_within(client: TestClient, status: int, seconds: float = RECOVERY_SECO
             return
         time.sleep(0.1)
     raise AssertionError(f"/readyz did not say {status} within {seconds} s: {client.get('/readyz').text}")
-
-
-@pytest.fixture
-def alice(signer: Signer) -> str:
-    return user_token(signer, "alice")
-
-
-@pytest.fixture
-def bob(signer: Signer) -> str:
-    return user_token(signer, "bob")
 
 
 def test_the_store_is_postgres_and_the_tools_use_it(idp, alice, bob, postgres_url: str) -> None:
