@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -98,6 +99,14 @@ class Signer:
 
     def token(self, *, headers: dict[str, Any] | None = None, drop: tuple[str, ...] = (), **overrides: Any) -> str:
         return self.sign(make_claims(drop=drop, **overrides), headers=headers)
+
+
+def secret_file(directory: Path, content: bytes | str | None, name: str = "secret") -> Path:
+    """The path of a secret file holding `content`; None leaves the file missing."""
+    path = directory / name
+    if content is not None:
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
 
 
 def user_token(signer: Signer, subject: str, **claims: Any) -> str:

@@ -3,7 +3,6 @@ problem is one line naming the variable, never the content."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import pytest
@@ -14,15 +13,10 @@ from pydantic import Field, SecretStr
 import settings as settings_module
 from secret_files import MAX_SECRET_FILE_BYTES, SecretFileError, read_secret_file, secret_fields
 from settings import Settings, SettingsError, load_settings
+from tests.support import secret_file
 
 TOKEN = "0123456789abcdef0123456789abcdef"  # valid for every secret setting (METRICS_TOKEN wants 16+ characters)
 MARKER = "Zq7-secret-"  # never in a message, path or variable name: if a message holds it, it leaked the content
-
-
-def secret_file(directory: Path, content: bytes | str, name: str = "secret") -> Path:
-    path = directory / name
-    path.write_bytes(content.encode() if isinstance(content, str) else content)
-    return path
 
 
 def one_line(error: pytest.ExceptionInfo[Exception]) -> str:
@@ -242,9 +236,7 @@ def test_a_token_with_inner_whitespace_from_a_file_is_refused_without_the_conten
     ],
 )
 def test_file_problems_are_one_settings_error_line(tmp_path, monkeypatch, content, expected):
-    path = tmp_path / "metrics-token"
-    if content is not None:
-        path.write_bytes(content)
+    path = secret_file(tmp_path, content, name="metrics-token")
     monkeypatch.setenv("METRICS_TOKEN_FILE", str(path))
 
     with pytest.raises(SettingsError) as error:

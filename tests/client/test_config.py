@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from client.config import ClientSettings, ConfigError, load_settings, resolve
 from secret_files import secret_fields
+from tests.support import secret_file
 
 MARKER = "Zq7-client-secret-"
 
@@ -19,12 +20,6 @@ def _no_client_settings_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ClientSettings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
         monkeypatch.delenv(f"{name.upper()}_FILE", raising=False)
-
-
-def secret_file(directory: Path, content: bytes) -> Path:
-    path = directory / "client-secret"
-    path.write_bytes(content)
-    return path
 
 
 def test_the_client_secret_is_found_by_its_type() -> None:
@@ -69,9 +64,7 @@ def test_the_secret_and_its_file_together_are_refused(tmp_path: Path, monkeypatc
 def test_file_problems_are_one_line_naming_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None, problem: str
 ) -> None:
-    path = tmp_path / "client-secret"
-    if content is not None:
-        path.write_bytes(content)
+    path = secret_file(tmp_path, content, name="client-secret")
     monkeypatch.setenv("OAUTH_CLIENT_SECRET_FILE", str(path))
 
     with pytest.raises(ConfigError) as error:
