@@ -77,6 +77,12 @@ def _check_url(value: str) -> str:
     return value
 
 
+def _secret_input(value: Any) -> Any:
+    """A secret setting's input as given (its text if wrapped), or None when it is unset or blank."""
+    raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return None if raw is None or (isinstance(raw, str) and not raw.strip()) else raw
+
+
 class Settings(SecretFileSettings):
     """Configuration of the resource server. Field names are the environment variable names."""
 
@@ -258,8 +264,8 @@ class Settings(SecretFileSettings):
     @field_validator("notes_database_url", mode="before")
     @classmethod
     def _database_url(cls, value: Any) -> Any:
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raw = _secret_input(value)
+        if raw is None:
             return None
         if isinstance(raw, str):
             # Imported here: psycopg (which parses the URL as libpq does) is needed only when a URL is set.
@@ -323,8 +329,8 @@ class Settings(SecretFileSettings):
     @field_validator("metrics_token", mode="before")
     @classmethod
     def _metrics_token(cls, value: Any) -> Any:
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raw = _secret_input(value)
+        if raw is None:
             return None
         if isinstance(raw, str):
             # The value itself never goes into the message: it is a secret.
