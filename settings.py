@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -77,10 +78,29 @@ def _check_url(value: str) -> str:
     return value
 
 
-def _secret_input(value: Any) -> Any:
-    """A secret setting's input as given (its text if wrapped), or None when it is unset or blank."""
+def _checked_secret(value: Any, check: Callable[[str], None]) -> Any:
+    """A secret setting's input: None when it is unset or blank, else passed on once `check` accepts its text."""
     raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-    return None if raw is None or (isinstance(raw, str) and not raw.strip()) else raw
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if isinstance(raw, str):
+        check(raw)
+    return value
+
+
+def _check_database_url(raw: str) -> None:
+    # Imported here: psycopg (which parses the URL as libpq does) is needed only when a URL is set.
+    from tools.pg_url import check_database_url
+
+    check_database_url(raw)  # its message never repeats the URL: it holds a password
+
+
+def _check_metrics_token(raw: str) -> None:
+    # The value itself never goes into the message: it is a secret.
+    if raw != raw.strip() or any(char.isspace() or not char.isprintable() for char in raw):
+        raise ValueError("expected a token without spaces or control characters")
+    if len(raw) < MIN_METRICS_TOKEN_CHARS:
+        raise ValueError(f"expected at least {MIN_METRICS_TOKEN_CHARS} characters (e.g. openssl rand -hex 32)")
 
 
 class Settings(SecretFileSettings):
@@ -264,15 +284,7 @@ class Settings(SecretFileSettings):
     @field_validator("notes_database_url", mode="before")
     @classmethod
     def _database_url(cls, value: Any) -> Any:
-        raw = _secret_input(value)
-        if raw is None:
-            return None
-        if isinstance(raw, str):
-            # Imported here: psycopg (which parses the URL as libpq does) is needed only when a URL is set.
-            from tools.pg_url import check_database_url
-
-            check_database_url(raw)  # its message never repeats the URL: it holds a password
-        return value
+        return _checked_secret(value, _check_database_url)
 
     @field_validator("oauth_audience")
     @classmethod
@@ -329,16 +341,7 @@ class Settings(SecretFileSettings):
     @field_validator("metrics_token", mode="before")
     @classmethod
     def _metrics_token(cls, value: Any) -> Any:
-        raw = _secret_input(value)
-        if raw is None:
-            return None
-        if isinstance(raw, str):
-            # The value itself never goes into the message: it is a secret.
-            if raw != raw.strip() or any(char.isspace() or not char.isprintable() for char in raw):
-                raise ValueError("expected a token without spaces or control characters")
-            if len(raw) < MIN_METRICS_TOKEN_CHARS:
-                raise ValueError(f"expected at least {MIN_METRICS_TOKEN_CHARS} characters (e.g. openssl rand -hex 32)")
-        return value
+        return _checked_secret(value, _check_metrics_token)
 
     @field_validator("otel_traces_exporter")
     @classmethod
