@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -165,6 +166,23 @@ def test_symmetric_algorithm_exits_2_naming_the_variable(tmp_path):
 def test_bad_value_in_dotenv_exits_2_naming_the_variable(tmp_path):
     (tmp_path / ".env").write_text("OAUTH_ISSUER=https://idp.example.com/\nPORT=abc\n", encoding="utf-8")
     assert_one_line_config_error(run_server(cwd=tmp_path), "PORT")
+
+
+def test_a_notes_database_from_a_newer_server_is_refused_in_one_line(tmp_path):
+    database = tmp_path / "notes.db"
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("PRAGMA user_version = 99")
+    result = run_server(
+        cwd=tmp_path,
+        OAUTH_ISSUER="https://idp.example.com/",
+        NOTES_DB_PATH=str(database),
+        PORT=str(free_port()),
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    refusals = [line for line in result.stderr.splitlines() if "start-up refused" in line]
+    assert len(refusals) == 1, result.stderr
+    assert "schema version 99, newer than this server understands" in refusals[0]
 
 
 def test_bad_value_is_refused_in_dev_mode_too(tmp_path):

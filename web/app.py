@@ -27,7 +27,7 @@ from auth.scope_gate import ScopeGate
 from auth.token_rules import TokenRules
 from auth.tooling.dev_issuer import DEV_ISSUER_PATH, DevIssuer
 from settings import Settings, is_loopback_host
-from tools.notes_store import NotesLimits, NotesStore
+from tools.notes_store import NotesLimits, NotesStore, SchemaTooNew
 from tools.notes_store_sqlite import SQLiteNotesStore
 from tools.registry import build_mcp_server, scopes_by_tool, tool_scopes, tool_specs
 from web.access_log import AccessLog
@@ -36,6 +36,7 @@ from web.guard import TransportGuard, allowed_hosts_for, origin_of
 from web.health import health_routes
 from web.metrics import Metrics, PoolStats
 from web.metrics_route import METRICS_PATH, metrics_routes
+from web.startup import OneLineStartupRefusal
 from web.tool_metrics import ToolCallMetrics
 from web.tracing import TRACER_NAME, TracedNotesStore, TracingMiddleware
 from web.well_known import resource_metadata_url, well_known_routes
@@ -198,8 +199,8 @@ def build_app(
     routes.append(Mount("/", app=mcp_app))  # the rest of the SDK's app (e.g. its /mcp/ redirect)
 
     origins = list(dict.fromkeys([*settings.cors_allow_origins, *extra_origins]))
-    middleware = []
-    if tracer is not None:  # outermost: every log line of a request, the access line included, is inside its span
+    middleware = [Middleware(OneLineStartupRefusal, refusals=(SchemaTooNew,))]
+    if tracer is not None:  # outermost for HTTP: every log line of a request, the access line too, is in its span
         middleware.append(Middleware(TracingMiddleware, tracer=tracer))
     if origins:
         middleware.append(
