@@ -7,8 +7,12 @@ import json
 from typing import Any
 
 import httpx
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 MAX_DOCUMENT_BYTES = 512 * 1024
+# The global provider's: a no-op until tracing is switched on (web.tracing); IdP fetches are rare, never per call.
+_tracer = trace.get_tracer(__name__)
 
 
 class FetchError(Exception):
@@ -22,6 +26,20 @@ async def fetch_json_object(
     timeout: float,
     max_bytes: int = MAX_DOCUMENT_BYTES,
 ) -> dict[str, Any]:
+    """The JSON object at `url` (discovery or JWKS), in a CLIENT span when tracing is on."""
+    attributes = {"http.request.method": "GET", "url.full": url}  # the IdP's public document URL
+    with _tracer.start_as_current_span(
+        "GET", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            return await _fetch_json_object(client, url, timeout=timeout, max_bytes=max_bytes)
+        except FetchError:
+            span.set_attribute("error.type", FetchError.__name__)
+            span.set_status(StatusCode.ERROR)
+            raise
+
+
+async def _fetch_json_object(client: httpx.AsyncClient, url: str, *, timeout: float, max_bytes: int) -> dict[str, Any]:
     try:
         async with asyncio.timeout(timeout):
             async with client.stream("GET", url, headers={"Accept": "application/json"}) as response:

@@ -282,6 +282,9 @@ def test_console_tracing_exports_buffered_spans_at_sigterm(tmp_path):
     # The SDK's own span for the message nests under the request's.
     [message] = [span for span in spans if span["name"] == "tools/call get_me"]
     assert message["parent_id"] == request["context"]["span_id"]
+    # The server's fetch of its (dev) IdP's keys is a CLIENT span of its own.
+    fetches = [span for span in spans if span["kind"] == "SpanKind.CLIENT" and span["name"] == "GET"]
+    assert any("/dev-issuer/" in span["attributes"]["url.full"] for span in fetches), fetches
     assert token not in server.stdout.replace(f"Authorization: Bearer {token}", "")  # the banner's line only
     access = [json.loads(line) for line in server.stderr.splitlines() if '"logger": "access"' in line]
     [call] = [line for line in access if line["path"] == "/mcp"]

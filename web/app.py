@@ -199,7 +199,7 @@ def build_app(
     routes.append(Mount("/", app=mcp_app))  # the rest of the SDK's app (e.g. its /mcp/ redirect)
 
     origins = list(dict.fromkeys([*settings.cors_allow_origins, *extra_origins]))
-    middleware = [Middleware(OneLineStartupRefusal, refusals=(SchemaTooNew,))]
+    middleware = []
     if tracer is not None:  # outermost for HTTP: every log line of a request, the access line too, is in its span
         middleware.append(Middleware(TracingMiddleware, tracer=tracer))
     if origins:
@@ -239,6 +239,8 @@ def build_app(
             max_body_bytes=settings.mcp_max_body_bytes,
             path=MCP_PATH,
         ),
+        # lifespan only: HTTP passes straight through
+        Middleware(OneLineStartupRefusal, refusals=(SchemaTooNew,)),
     ]
 
     @contextlib.asynccontextmanager

@@ -317,6 +317,9 @@ def test_with_tracing_off_no_span_is_started(idp: FakeIdP, signer: Signer, monke
     components = app.state.components
     assert not any(isinstance(layer, OpenTelemetryMiddleware) for layer in components.mcp.middleware)
     with TestClient(app, base_url=BASE_URL) as client:
+        # The key set's fetch (a no-op span of its own, once, not per call) is over before the measured call.
+        assert any(client.get("/readyz").status_code == 200 for _ in range(200))
+        started.clear()
         body = rpc_body("tools/call", {"name": "create_note", "arguments": {"title": "t", "content": "c"}})
         response = client.post("/mcp", json=body, headers={**MCP_HEADERS, **bearer(signer.token(scope=NOTES_SCOPES))})
         assert response.status_code == 200 and response.json()["result"]["isError"] is False
