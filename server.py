@@ -34,7 +34,8 @@ class GracefulServer(uvicorn.Server):
 
 
 def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
-    """How the app is served; X-Forwarded-For/-Proto are believed only from FORWARDED_ALLOW_IPS peers."""
+    """How the app is served. X-Forwarded-For/-Proto are the app's job (web/forwarded.py, from FORWARDED_ALLOW_IPS
+    peers): uvicorn would replace the direct peer before the app could judge the client-certificate header by it."""
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -44,8 +45,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         server_header=False,
         access_log=False,  # uvicorn's access line would print query strings; web.access_log writes ours
         log_config=None,
-        proxy_headers=bool(settings.forwarded_allow_ips),
-        forwarded_allow_ips=list(settings.forwarded_allow_ips),
+        proxy_headers=False,
     )
 
 

@@ -37,6 +37,16 @@ LOOPBACK_PROXIES = ("127.0.0.1", "::1")
 MIN_METRICS_TOKEN_CHARS = 16
 TRACES_EXPORTERS = ("otlp", "console", "none")
 OTLP_PROTOCOL = "http/protobuf"
+ClientCertFormat = Literal["rfc9440", "pem-urlencoded"]
+
+# RFC 9110 section 5.1: field-name = token; tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+# "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Headers this server reads for another purpose: none of them can carry the client certificate.
+_RESERVED_HEADERS = frozenset(
+    {"authorization", "dpop", "host", "origin", "cookie", "content-type", "content-length", "transfer-encoding"}
+    | {"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-request-id", "mcp-session-id", "mcp-protocol-version"}
+)
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
@@ -164,6 +174,14 @@ class Settings(SecretFileSettings):
     log_flush_seconds: float = Field(default=0.2, ge=0, le=10)
     # When set, GET /metrics needs `Authorization: Bearer <token>`; when unset, only loopback may scrape.
     metrics_token: SecretStr | None = None
+
+    # --- certificate-bound tokens (RFC 8705, behind a gateway that terminates client TLS) -----------------
+    # The request header in which the gateway forwards the client's certificate, e.g. Client-Cert; believed only
+    # from FORWARDED_ALLOW_IPS peers. Empty (the default): tokens bound to a certificate (cnf.x5t#S256) are refused.
+    oauth_mtls_client_cert_header: str = ""
+    # How the gateway writes the certificate in that header: rfc9440 (`:base64 of the DER:`, RFC 9440) or
+    # pem-urlencoded (NGINX's $ssl_client_escaped_cert, Envoy's %DOWNSTREAM_PEER_CERT%, AWS ALB's).
+    oauth_mtls_client_cert_format: ClientCertFormat = "rfc9440"
 
     # --- tracing (OpenTelemetry's standard variables; web/tracing.py decides from them) ---------------
     # On when OTEL_TRACES_EXPORTER names an exporter (otlp, console) or an OTLP endpoint is set; `none` wins.
@@ -336,6 +354,25 @@ class Settings(SecretFileSettings):
                     ipaddress.ip_address(item)
             except ValueError:
                 raise ValueError(f"expected IP addresses or CIDR networks like 10.0.0.0/8, got {item!r}") from None
+        return value
+
+    @field_validator("oauth_mtls_client_cert_header")
+    @classmethod
+    def _client_cert_header(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _HEADER_NAME.match(value):
+            raise ValueError(f"expected an HTTP header name like Client-Cert, got {value!r}")
+        if value.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{value} is read by this server for another purpose; expected e.g. Client-Cert")
+        return value
+
+    @field_validator("oauth_mtls_client_cert_format", mode="before")
+    @classmethod
+    def _client_cert_format(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value not in ("rfc9440", "pem-urlencoded"):
+                raise ValueError(f"expected rfc9440 or pem-urlencoded, got {value!r}")
         return value
 
     @field_validator("metrics_token", mode="before")

@@ -46,6 +46,11 @@ class Reason(Enum):
     METRICS_TOKEN = "metrics need the METRICS_TOKEN bearer token"  # noqa: S105 - a message, not a secret
     METRICS_REMOTE = "set METRICS_TOKEN to scrape metrics from elsewhere"
     BAD_REQUEST = "the request is not acceptable"  # the dev issuer's token endpoint: its description says more
+    # certificate-bound tokens (RFC 8705, feature "mtls": auth/client_cert.py)
+    CERT_MISSING = "certificate-bound token sent without a client certificate"
+    CERT_MISMATCH = "token is bound to a different client certificate"
+    CERT_MALFORMED = "the client certificate header is malformed"
+    CERT_DUPLICATE = "more than one client certificate header"
 
 
 class Refusal(Exception):

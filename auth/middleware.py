@@ -17,6 +17,7 @@ from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from auth.challenge import ChallengeResponder
+from auth.client_cert import CertificateBinding, check_certificate_binding
 from auth.credential import bearer_token
 from auth.errors import AuthError, InsufficientScope, InvalidToken, MissingToken
 from auth.jwt_verifier import JwtVerifier
@@ -66,10 +67,10 @@ class LogBudget:
         self.unlogged += 1
         return False
 
-    def note(self) -> str:
+    def note(self, what: str = "refusals") -> str:
         """The suffix of the next line logged: how many were left out since the last one ("" when none)."""
         unlogged, self.unlogged = self.unlogged, 0
-        return f" ({unlogged} more refusals not logged)" if unlogged else ""
+        return f" ({unlogged} more {what} not logged)" if unlogged else ""
 
 
 class BearerAuthMiddleware:
@@ -83,6 +84,7 @@ class BearerAuthMiddleware:
         required_scopes: Iterable[str] = (),
         public_paths: Iterable[str] = (),
         public_prefixes: Iterable[str] = ("/.well-known/",),
+        certificates: CertificateBinding | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
@@ -91,6 +93,7 @@ class BearerAuthMiddleware:
         self.required_scopes = tuple(required_scopes)
         self.public_paths = frozenset(public_paths)
         self.public_prefixes = tuple(public_prefixes)
+        self.certificates = certificates
         self.refusal_log = LogBudget(burst=REFUSAL_LOG_BURST, per_second=REFUSAL_LOG_PER_SECOND)
 
     def _is_public(self, scope: Scope) -> bool:
@@ -112,6 +115,8 @@ class BearerAuthMiddleware:
         try:
             token = bearer_token(scope["headers"])
             principal = await self.verifier.verify(token)
+            # Certificate-bound tokens (RFC 8705): this one call moves into the bind step (auth/binding.py).
+            check_certificate_binding(self.certificates, principal.claims, scope)
             if not principal.has_scopes(self.required_scopes):
                 raise InsufficientScope(self.required_scopes)
         except AuthError as exc:

@@ -183,15 +183,23 @@ class SubjectRule:
 @dataclass(frozen=True, slots=True)
 class BindingRule:
     """A token bound to a key (`cnf`) is never a plain bearer token: whoever stole it would not need the key.
-    DPoP-bound (`jkt`, RFC 9449 section 7) and certificate-bound (`x5t#S256`, RFC 8705 section 3) alike."""
+    DPoP-bound (`jkt`, RFC 9449 section 7) and certificate-bound (`x5t#S256`, RFC 8705 section 3) alike.
+    With `certificates` (OAUTH_MTLS_CLIENT_CERT_HEADER set), a token bound to a certificate alone passes here:
+    auth/client_cert.py checks it against the forwarded certificate after verification."""
+
+    certificates: bool = False
 
     def label(self, claims: TokenClaims) -> str:
+        if self.certificates:
+            return "is not bound to a key, or only to a client certificate (cnf.x5t#S256)"
         return "is not bound to a key (no cnf claim)"
 
     def check(self, claims: TokenClaims, now: float) -> None:
         if claims.confirmation is None:
             return
         members = claims.confirmation if isinstance(claims.confirmation, Mapping) else {}
+        if self.certificates and set(members) == {"x5t#S256"}:
+            return
         if "jkt" in members:
             why = "cnf.jkt: a DPoP-bound token sent with the Bearer scheme (RFC 9449 section 7)"
         elif "x5t#S256" in members:
@@ -212,6 +220,7 @@ class TokenRules:
     scope_prefix: str = ""  # Cognito custom scopes: "{resource-server-id}/"
     token_use: str | None = None
     client_ids: frozenset[str] = frozenset()
+    certificates: bool = False  # certificate-bound tokens accepted (then checked against the client certificate)
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
     @classmethod
@@ -242,6 +251,7 @@ class TokenRules:
             token_use="access" if settings.oauth_provider == "cognito" else None,
             required_typ=settings.oauth_required_typ or None,
             scope_prefix=settings.oauth_scope_prefix,
+            certificates=bool(settings.oauth_mtls_client_cert_header),
         )
 
     @property
@@ -253,7 +263,7 @@ class TokenRules:
         rules.append(self.audience)
         if self.client_ids:
             rules.append(ClientRule(self.client_ids))
-        rules += [SubjectRule(), BindingRule()]
+        rules += [SubjectRule(), BindingRule(self.certificates)]
         return tuple(rules)
 
     def typ_accepted(self, header: Mapping[str, Any]) -> bool:

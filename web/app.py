@@ -1,4 +1,5 @@
-"""Assembles the stack: (tracing) -> CORS -> access log -> transport guard -> bearer auth -> scope gate -> routes."""
+"""Assembles the stack: forwarded headers -> (tracing) -> CORS -> access log -> transport guard -> bearer auth ->
+scope gate -> routes."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 
 from auth.challenge import ChallengeResponder
+from auth.client_cert import CertificateBinding
 from auth.discovery import DiscoveredJWKSUri
 from auth.jwks_cache import JWKSCache
 from auth.jwt_verifier import JwtVerifier
@@ -32,6 +34,7 @@ from tools.notes_store_sqlite import SQLiteNotesStore
 from tools.registry import build_mcp_server, scopes_by_tool, tool_scopes, tool_specs
 from web.access_log import AccessLog
 from web.compat import break_runner_cycles
+from web.forwarded import ForwardedHeaders
 from web.guard import TransportGuard, allowed_hosts_for, origin_of
 from web.health import health_routes
 from web.metrics import Metrics, PoolStats
@@ -199,8 +202,15 @@ def build_app(
     routes.append(Mount("/", app=mcp_app))  # the rest of the SDK's app (e.g. its /mcp/ redirect)
 
     origins = list(dict.fromkeys([*settings.cors_allow_origins, *extra_origins]))
-    middleware = []
-    if tracer is not None:  # outermost for HTTP: every log line of a request, the access line too, is in its span
+    # Outermost: X-Forwarded-For/-Proto and the client-certificate header, judged by the direct peer.
+    middleware = [
+        Middleware(
+            ForwardedHeaders,
+            trusted=settings.forwarded_allow_ips,
+            client_cert_header=settings.oauth_mtls_client_cert_header,
+        )
+    ]
+    if tracer is not None:  # next: every log line of a request, the access line too, is in its span
         middleware.append(Middleware(TracingMiddleware, tracer=tracer))
     if origins:
         middleware.append(
@@ -231,6 +241,7 @@ def build_app(
             required_scopes=settings.oauth_required_scopes,
             public_paths=["/healthz", "/readyz", METRICS_PATH],  # /metrics checks its own token
             public_prefixes=public_prefixes,
+            certificates=CertificateBinding.from_settings(settings),
         ),
         Middleware(
             ScopeGate,
