@@ -24,6 +24,7 @@ from settings import Settings, SettingsError, load_settings
 from tests.support import BASE_URL, CLIENT_ID, MCP_HEADERS, FakeIdP, Signer, bearer, make_settings, rpc_body
 from tools.notes_store_sqlite import SQLiteNotesStore
 from web.app import build_app
+from web.forwarded import ForwardedHeaders
 from web.log_format import log_handler
 from web.tracing import (
     DEFAULT_SERVICE_NAME,
@@ -326,9 +327,11 @@ def test_with_tracing_off_no_span_is_started(idp: FakeIdP, signer: Signer, monke
     assert started == []
 
 
-def test_with_tracing_on_the_middleware_is_outermost(traced: Traced):
+def test_with_tracing_on_the_middleware_is_outermost_after_the_forwarded_headers(traced: Traced):
+    """Only the layer that believes X-Forwarded-For comes first: the span records the client it names."""
     app = traced.client.app
-    assert app.user_middleware[0].cls is TracingMiddleware  # type: ignore[attr-defined]
+    layers = [layer.cls for layer in app.user_middleware]  # type: ignore[attr-defined]
+    assert layers[:2] == [ForwardedHeaders, TracingMiddleware]
     assert isinstance(app.state.components.store, SQLiteNotesStore)  # type: ignore[attr-defined]
 
 
