@@ -467,6 +467,15 @@ class Settings(SecretFileSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _client_cert_needs_a_gateway(self) -> Settings:
+        if self.oauth_mtls_client_cert_header and not self.forwarded_allow_ips:
+            raise ValueError(
+                "OAUTH_MTLS_CLIENT_CERT_HEADER: set, but FORWARDED_ALLOW_IPS is empty, so the header would never be "
+                "believed; list the gateway's addresses in FORWARDED_ALLOW_IPS"
+            )
+        return self
+
     # --- derived views -------------------------------------------------------------------------
     @property
     def entra_multi_tenant(self) -> bool:

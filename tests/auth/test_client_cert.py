@@ -240,3 +240,10 @@ def test_a_bad_client_cert_setting_is_one_line_naming_the_variable(monkeypatch, 
     with pytest.raises(SettingsError, match=rf"^{name}: .*{message}") as caught:
         load_settings()
     assert "\n" not in str(caught.value)
+
+
+def test_the_client_cert_header_needs_a_trusted_gateway(monkeypatch):
+    monkeypatch.setenv("OAUTH_MTLS_CLIENT_CERT_HEADER", "Client-Cert")
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "")
+    with pytest.raises(SettingsError, match=r"^OAUTH_MTLS_CLIENT_CERT_HEADER: set, but FORWARDED_ALLOW_IPS is empty"):
+        load_settings()
