@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 
 from server import uvicorn_config
 from settings import SettingsError, load_settings
+from tests.client_certs import client_certificate, rfc9440, x5t_s256
 from tests.e2e.conftest import LOOPBACK, FakeIdP, ServerLauncher, ServerProcess
 from tests.support import BASE_URL, MCP_HEADERS, Signer, bearer, make_settings, parse_mcp_response, rpc_body
 from tests.support import FakeIdP as MockedIdP
@@ -64,7 +65,12 @@ def idp(signer: Signer) -> Iterator[FakeIdP]:
 def servers(tmp_path_factory: pytest.TempPathFactory, idp: FakeIdP) -> Iterator[dict[str, ServerProcess]]:
     """One pod that trusts its loopback gateway (the default), one whose gateway lives elsewhere."""
     launcher = ServerLauncher(tmp_path_factory.mktemp("gateway"))
-    common = {"OAUTH_ISSUER": idp.issuer, "MCP_SERVER_URL": PUBLIC_URL, "LOG_FORMAT": "json"}
+    common = {
+        "OAUTH_ISSUER": idp.issuer,
+        "MCP_SERVER_URL": PUBLIC_URL,
+        "LOG_FORMAT": "json",
+        "OAUTH_MTLS_CLIENT_CERT_HEADER": "Client-Cert",
+    }
     started = {
         "trusting": launcher.spawn(env=common),
         "untrusting": launcher.spawn(env={**common, "FORWARDED_ALLOW_IPS": "192.0.2.10"}),
@@ -201,6 +207,18 @@ def test_x_forwarded_proto_sets_the_scheme_only_from_trusted_peers(servers, idp,
     response = via_gateway(servers[name], "POST", "/mcp/", json=GET_ME, headers=headers, follow_redirects=False)
     assert response.status_code == 307
     assert response.headers["location"] == f"{scheme}://api.example.com/mcp"
+
+
+@pytest.mark.parametrize(("name", "status"), [("trusting", 200), ("untrusting", 401)])
+def test_a_certificate_bound_token_with_the_certificate_the_gateway_forwards(servers, idp, signer, name, status):
+    """The header is judged by the gateway's address, not by the caller's that X-Forwarded-For names."""
+    certificate = client_certificate("gateway-caller")
+    token = token_for(idp, signer, cnf={"x5t#S256": x5t_s256(certificate)})
+    headers = {**MCP_HEADERS, **bearer(token), "Client-Cert": rfc9440(certificate)}
+    response = via_gateway(servers[name], "POST", "/mcp", json=GET_ME, headers=headers)
+    assert response.status_code == status, response.text
+    if status == 401:
+        assert response.json()["error_description"] == "certificate-bound token sent without a client certificate"
 
 
 def test_every_log_line_is_json(pod):
