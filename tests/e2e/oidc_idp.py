@@ -76,7 +76,11 @@ def rsa_signer(prefix: str) -> Signer:
 
 
 def private_jwk(signer: Signer) -> dict[str, Any]:
-    return {**RSAAlgorithm.to_jwk(signer.private_key, as_dict=True), "kid": signer.kid, "alg": "RS256", "use": "sig"}
+    """The signing key as oidc-provider's `jwks` takes it. PyJWT adds key_ops ["sign"], which oidc-provider would
+    publish as is and verifiers rightly skip (a public key's op is "verify"), so it is left out."""
+    jwk = RSAAlgorithm.to_jwk(signer.private_key, as_dict=True)
+    jwk.pop("key_ops", None)
+    return {**jwk, "kid": signer.kid, "alg": "RS256", "use": "sig"}
 
 
 def b64url(data: bytes) -> str:

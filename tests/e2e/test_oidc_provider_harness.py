@@ -10,6 +10,7 @@ import jwt
 import pytest
 
 from tests.e2e import oidc_idp
+from tests.e2e.conftest import LOOPBACK, ServerLauncher, free_port
 from tests.e2e.oidc_idp import (
     M2M_CLIENT,
     OTHER_RESOURCE,
@@ -53,7 +54,7 @@ def test_each_instance_serves_its_own_discovery_and_jwks(opaque_idp: OidcProvide
         assert "ES256" in idp.discovery["dpop_signing_alg_values_supported"]
         keys = httpx.get(idp.discovery["jwks_uri"], timeout=10).json()["keys"]
         assert [key["kid"] for key in keys] == [idp.signer.kid]
-        assert "d" not in keys[0]  # the public half only
+        assert set(keys[0]) == {"kty", "use", "kid", "alg", "e", "n"}  # the public half only, usable for "verify"
 
 
 def test_client_credentials_give_an_opaque_token_that_introspects_with_aud_scope_and_client(
@@ -140,3 +141,28 @@ def test_missing_node_tooling_skips_with_one_reason_but_fails_under_ci(
     monkeypatch.setenv("CI", ci)
     with pytest.raises(outcome, match=r"oidc-provider tooling is not installed .*make test"):
         oidc_idp.require_node_tooling()
+
+
+async def test_the_server_today_accepts_its_jwt_access_tokens_and_refuses_another_resources(
+    oidc_idps: OidcProviderLauncher, module_launcher: ServerLauncher
+) -> None:
+    """Production mode with nothing but OAUTH_ISSUER and MCP_SERVER_URL: the baseline the issue 21/22 tests extend."""
+    port = free_port()
+    mcp_url = f"http://{LOOPBACK}:{port}/mcp"
+    idp = oidc_idps.start(mcp_url, token_format="jwt", other_format="jwt")
+    server = module_launcher.start(
+        env={"OAUTH_ISSUER": idp.issuer, "MCP_SERVER_URL": mcp_url}, port=port, ready_path="/readyz"
+    )
+    async with server.client(idp.access_token()) as client:
+        result = await client.call_tool("get_me", {})
+    assert not result.is_error, result.content
+    identity = result.structured_content
+    assert identity["client_id"] == M2M_CLIENT[0]
+    assert identity["user_id"] == M2M_CLIENT[0]
+    assert identity["issuer"] == idp.issuer
+    assert identity["audience"] == [mcp_url]
+    assert identity["scopes"] == sorted(TOOL_SCOPES.split())
+    assert identity["token_type"] == "machine"
+    other = server.post_mcp(idp.access_token(resource=OTHER_RESOURCE))
+    assert other.status_code == 401, other.text
+    assert 'error="invalid_token"' in other.headers["www-authenticate"]
