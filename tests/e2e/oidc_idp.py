@@ -147,6 +147,11 @@ class OidcProvider:
         stderr = self.stderr_path.read_text(errors="replace")
         return f"oidc-provider stdout:\n{stdout}\noidc-provider stderr:\n{stderr}"
 
+    def requests(self, method: str, path: str) -> int:
+        """How many `method path` requests the instance has answered so far (from its one-line access log)."""
+        lines = self.stdout_path.read_text(errors="replace").splitlines()
+        return sum(1 for line in lines if line.startswith(f"{method} {path} "))
+
     def token_response(
         self,
         *,
