@@ -11,6 +11,7 @@ from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from client.discovery import endpoint_problem
+from client.dpop import DPoPKey, DPoPKeyError
 from client.token_request import AuthMethod
 from secret_files import SecretFileError, SecretFileSettings, file_variable
 
@@ -46,6 +47,11 @@ class ClientSettings(SecretFileSettings):
     oauth_resource: str | None = None
     oauth_token_auth_method: str | None = None
     mcp_server_url: str | None = None
+    # DPoP (RFC 9449): bind the tokens to a proof key; the key is generated in memory unless one is given
+    # (a PEM private key: secret, so OAUTH_CLIENT_DPOP_KEY_FILE names a file holding it).
+    oauth_client_dpop: bool | None = None
+    oauth_client_dpop_key: SecretStr | None = None
+    oauth_client_dpop_alg: str | None = None
 
     @field_validator("*", mode="before")
     @classmethod
@@ -66,6 +72,7 @@ class ClientConfig:
     audience: str | None
     scope: str | None
     resource: str | None
+    dpop: DPoPKey | None = None  # None: Bearer tokens
 
 
 def load_settings() -> ClientSettings:
@@ -127,6 +134,7 @@ def resolve(flags: Mapping[str, Any], settings: ClientSettings | None) -> Client
             f"got {method_name!r}"
         )
     return ClientConfig(
+        dpop=_dpop_key(flags, env),
         server_url=server_url,
         token_url=token_url,
         issuer=issuer,
@@ -137,3 +145,25 @@ def resolve(flags: Mapping[str, Any], settings: ClientSettings | None) -> Client
         scope=pick("scope", env.oauth_scope),
         resource=pick("resource", env.oauth_resource),
     )
+
+
+def _dpop_key(flags: Mapping[str, Any], env: ClientSettings) -> DPoPKey | None:
+    """The proof key when DPoP is on (`--dpop` or OAUTH_CLIENT_DPOP): the one given, else a new one in memory."""
+    if not (flags.get("dpop") or env.oauth_client_dpop):
+        if env.oauth_client_dpop_key is not None or env.oauth_client_dpop_alg is not None:
+            given = "OAUTH_CLIENT_DPOP_KEY" if env.oauth_client_dpop_key is not None else "OAUTH_CLIENT_DPOP_ALG"
+            raise ConfigError(f"{given} is set but DPoP is off: set OAUTH_CLIENT_DPOP=true (or --dpop), or unset it")
+        return None
+    algorithm = env.oauth_client_dpop_alg
+    try:
+        if env.oauth_client_dpop_key is None:
+            return DPoPKey.generate(algorithm or "ES256")
+        return DPoPKey.from_pem(env.oauth_client_dpop_key.get_secret_value(), algorithm=algorithm)
+    except DPoPKeyError as exc:
+        pem = env.oauth_client_dpop_key.get_secret_value() if env.oauth_client_dpop_key is not None else None
+        name = "OAUTH_CLIENT_DPOP_KEY"
+        if source := file_variable(pem):
+            name = f"{name} (from {source})"
+        if str(exc).startswith("algorithm"):
+            name = "OAUTH_CLIENT_DPOP_ALG"
+        raise ConfigError(f"{name}: {exc}") from None

@@ -23,7 +23,7 @@ def _no_client_settings_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_client_secret_is_found_by_its_type() -> None:
-    assert secret_fields(ClientSettings) == ["oauth_client_secret"]
+    assert secret_fields(ClientSettings) == ["oauth_client_secret", "oauth_client_dpop_key"]
 
 
 @pytest.mark.parametrize("ending", [b"", b"\n", b"\r\n"])
