@@ -58,6 +58,17 @@ class ClientSettings(SecretFileSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("oauth_client_dpop_key", mode="before")
+    @classmethod
+    def _a_private_key(cls, value: Any) -> Any:
+        # Read here, where the error can still name OAUTH_CLIENT_DPOP_KEY_FILE; the key is made in resolve().
+        if isinstance(value, str) and value.strip():
+            try:
+                DPoPKey.from_pem(value)
+            except DPoPKeyError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
 
 @dataclass(frozen=True)
 class ClientConfig:
@@ -85,7 +96,7 @@ def load_settings() -> ClientSettings:
         name = str(error["loc"][0]).upper() if error["loc"] else "configuration"
         if source := file_variable(error.get("input")):
             name = f"{name} (from {source})"
-        raise ConfigError(f"{name}: {error['msg']}") from None
+        raise ConfigError(f"{name}: {str(error['msg']).removeprefix('Value error, ')}") from None
 
 
 def _is_local(url: str) -> bool:
@@ -159,11 +170,5 @@ def _dpop_key(flags: Mapping[str, Any], env: ClientSettings) -> DPoPKey | None:
         if env.oauth_client_dpop_key is None:
             return DPoPKey.generate(algorithm or "ES256")
         return DPoPKey.from_pem(env.oauth_client_dpop_key.get_secret_value(), algorithm=algorithm)
-    except DPoPKeyError as exc:
-        pem = env.oauth_client_dpop_key.get_secret_value() if env.oauth_client_dpop_key is not None else None
-        name = "OAUTH_CLIENT_DPOP_KEY"
-        if source := file_variable(pem):
-            name = f"{name} (from {source})"
-        if str(exc).startswith("algorithm"):
-            name = "OAUTH_CLIENT_DPOP_ALG"
-        raise ConfigError(f"{name}: {exc}") from None
+    except DPoPKeyError as exc:  # the PEM itself was checked by ClientSettings: the algorithm is at fault
+        raise ConfigError(f"OAUTH_CLIENT_DPOP_ALG: {exc}") from None
