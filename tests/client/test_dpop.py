@@ -179,7 +179,7 @@ def test_repr_str_and_logs_show_only_the_algorithm_and_thumbprint(tmp_path: Path
     d = base64.urlsafe_b64encode(private.private_numbers().private_value.to_bytes(32, "big")).rstrip(b"=").decode()
 
     with caplog.at_level(logging.DEBUG):
-        logging.getLogger("test").info("key %s %r", key, key)
+        logging.getLogger(__name__).info("key %s %r", key, key)
     shown = [repr(key), str(key), f"{key}", caplog.text]
 
     assert key.thumbprint in repr(key)
