@@ -216,9 +216,6 @@ class DPoPKey:
     def __reduce_ex__(self, protocol: object) -> NoReturn:
         raise TypeError("a DPoPKey cannot be pickled or copied: its private key stays in this process's memory")
 
-    def __getstate__(self) -> NoReturn:
-        self.__reduce_ex__(None)
-
 
 class NonceMemory:
     """The last DPoP-Nonce each server (origin) sent, for the next proof to it. Bounded: least recent out."""
