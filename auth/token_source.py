@@ -1,6 +1,11 @@
 """One issuer's tokens, whichever way they are checked: a JWT locally (JwtVerifier), anything else by asking the
 IdP (Introspector, RFC 7662) when introspection is configured; with `introspect_jwts`, a JWT that verifies is also
-asked about, so a revoked JWT is refused within the introspection cache time."""
+asked about, so a revoked JWT is refused within the introspection cache time.
+
+With introspection on, a JWT the server cannot judge locally is asked about too: its signing key is not published
+(Okta's org authorization server) or it leaves required claims out (Keycloak's lightweight access tokens). The
+answer then passes every rule itself; a JWT refused locally for any other reason (expired, another audience, a bad
+signature) stays refused without a call."""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from auth.jwt_verifier import JwtVerifier
 from auth.principal import Principal
 from auth.token_rules import AudienceRule, TokenRules
 from settings import Settings
+
+# Local refusals the IdP's answer may overrule: what the JWT does not show, not what it shows to be wrong.
+UNDECIDABLE_LOCALLY = frozenset({Reason.KEY_UNKNOWN, Reason.MISSING_CLAIM})
 
 
 def is_jwt_shaped(token: str) -> bool:
@@ -37,14 +45,20 @@ class TokenSource:
         self.max_token_bytes = jwt_verifier.max_token_bytes
 
     async def verify(self, token: str) -> Principal:
-        if self.introspector is None or (is_jwt_shaped(token) and not self.introspect_jwts):
+        if self.introspector is None:
             return await self.jwt_verifier.verify(token)  # NOT_JWT for an opaque token, as the doctor explains
         if len(token) > self.max_token_bytes:
             raise InvalidToken(Reason.TOO_LARGE)
         if not is_jwt_shaped(token):
             return await self.introspector.verify(token)
-        principal = await self.jwt_verifier.verify(token)
-        await self.introspector.verify(token)  # inactive (revoked) -> 401, even though the signature holds
+        try:
+            principal = await self.jwt_verifier.verify(token)
+        except InvalidToken as exc:
+            if exc.reason not in UNDECIDABLE_LOCALLY:
+                raise
+            return await self.introspector.verify(token)
+        if self.introspect_jwts:
+            await self.introspector.verify(token)  # inactive (revoked) -> 401, even though the signature holds
         return principal
 
     def explain(self, token: str, exc: InvalidToken) -> str:

@@ -16,7 +16,7 @@ from auth.jwks_cache import JWKSCache
 from auth.jwt_verifier import JwtVerifier
 from auth.principal import Principal
 from auth.token_rules import TokenRules
-from auth.token_source import build_introspector, is_jwt_shaped
+from auth.token_source import UNDECIDABLE_LOCALLY, build_introspector, is_jwt_shaped
 from auth.tooling.diagnostics import explain, shape_hint, unverified_claims, unverified_header
 from settings import Settings
 
@@ -60,9 +60,12 @@ class Doctor:
         keys = await self._check_idp()
         if token is not None:
             token = token.strip()
+            refused = None
             if introspector is None or is_jwt_shaped(token):
-                await self._explain_token(token, keys)
-            if introspector is not None and (s.oauth_introspect_jwts or not is_jwt_shaped(token)):
+                refused = await self._explain_token(token, keys)
+            if introspector is not None and (
+                s.oauth_introspect_jwts or not is_jwt_shaped(token) or refused in UNDECIDABLE_LOCALLY
+            ):
                 await self._explain_introspected(token, introspector)
         if introspector is not None:
             await introspector.aclose()
@@ -102,10 +105,11 @@ class Doctor:
                     self.info(f"key {description}")
         return keys
 
-    async def _explain_token(self, token: str, keys: JWKSCache) -> None:
+    async def _explain_token(self, token: str, keys: JWKSCache) -> Reason | None:
+        """The JWT checks one by one; the reason of the refusal, if it is refused."""
         self.report("Token (claims shown as sent; the verdict below checks them)")
         if not self.check(token.count(".") == 2, "is a signed JWT (header.payload.signature)", shape_hint(token)):
-            return
+            return Reason.NOT_JWT
         header = unverified_header(token)
         alg, kid = header.get("alg"), header.get("kid")
         self.check(alg in self.settings.oauth_algorithms, f"algorithm {shown(alg)} is allowed", "see OAUTH_ALGORITHMS")
@@ -123,15 +127,16 @@ class Doctor:
             self._explain_claims(claims)
         if not keys.ready:
             self.check(False, "VERDICT: cannot be checked without the IdP's signing keys (see above)")
-            return
+            return Reason.KEYS_UNAVAILABLE
         verifier = JwtVerifier(keys, self.rules, algorithms=self.settings.oauth_algorithms)
         try:
             principal = await verifier.verify(token)
         except AuthError as exc:
             hint = explain(token, exc, self.rules, max_token_bytes=verifier.max_token_bytes)
             self.check(False, f"VERDICT: refused with {exc.status}: {exc.description}", hint)
-            return
+            return exc.reason
         self._verdict(principal)
+        return None
 
     async def _explain_introspected(self, token: str, introspector: Introspector) -> None:
         """The IdP's answer about the token, then each rule it must pass, as the server asks them."""

@@ -94,3 +94,13 @@ async def test_with_introspect_jwts_a_jwt_is_checked_locally_then_at_the_idp(idp
     assert "[ok] is a signed JWT (header.payload.signature)" in report
     assert "[ok] VERDICT: accepted" in report
     assert "[FAIL] VERDICT: refused with 401: token is not active" in report
+
+
+async def test_a_jwt_signed_with_an_unpublished_key_is_explained_through_introspection(
+    idp: FakeIdP, rotated_signer: Signer
+) -> None:
+    answer(idp, httpx.Response(200, json={"active": True, **make_claims(scope="read:notes")}))
+    _, report = await diagnose(introspecting(), rotated_signer.token())
+    assert "[FAIL] VERDICT: refused with 401: token signing key is unknown" in report
+    assert "Token introspection (RFC 7662" in report
+    assert "[ok] VERDICT: accepted: subject 'user-123'" in report

@@ -299,6 +299,26 @@ def test_with_introspect_jwts_a_revoked_jwt_is_refused(idp, introspection, signe
     assert introspection.calls == 2  # the expired JWT is refused locally, before any call
 
 
+def test_a_jwt_the_server_cannot_judge_locally_is_introspected(app_client, introspection, signer, rotated_signer):
+    """Okta's org server signs with keys it does not publish; Keycloak's lightweight tokens leave claims out."""
+    unpublished_key = rotated_signer.token()
+    introspection.answers[unpublished_key] = {"active": True, **make_claims(sub="org-user")}
+    lightweight = signer.token(drop=("aud", "scope"))
+    introspection.answers[lightweight] = {"active": True, **make_claims(sub="light-user")}
+    assert get_me(app_client, unpublished_key)["user_id"] == "org-user"
+    assert get_me(app_client, lightweight)["user_id"] == "light-user"
+    assert introspection.calls == 2
+    # a JWT the server can judge is refused without a call: expired, another audience, a bad signature
+    assert_invalid_token(post(app_client, signer.token(exp=int(time.time()) - 600)), "token has expired")
+    assert_invalid_token(post(app_client, signer.token(aud="https://other/")), "token audience is not accepted")
+    header, payload, signature = signer.token().split(".")
+    forged = f"{header}.{payload}.{'A' if signature[0] != 'A' else 'B'}{signature[1:]}"
+    assert_invalid_token(post(app_client, forged), "token signature is invalid")
+    assert introspection.calls == 2
+    # and the IdP's answer must pass every rule: a lightweight token the IdP knows nothing of stays refused
+    assert_invalid_token(post(app_client, signer.token(drop=("aud",))), "token is not active")
+
+
 def test_without_introspection_an_opaque_token_is_refused_as_not_a_jwt(idp, introspection, caplog):
     with TestClient(build_app(make_settings()), base_url=BASE_URL) as client, caplog.at_level(logging.INFO):
         assert_invalid_token(post(client, "opaque-token-value"), "token is not a JWT")
