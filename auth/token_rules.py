@@ -163,15 +163,16 @@ REFRESH_TOKEN_TYPES = frozenset({"refresh_token", "urn:ietf:params:oauth:token-t
 @dataclass(frozen=True, slots=True)
 class TokenTypeRule:
     """A refresh token is never an access token: introspection answers say which one they describe in
-    `token_type` (RFC 7662 section 2.2); a JWT rarely carries the claim, then it passes."""
+    `token_type` (RFC 7662 section 2.2; Ory Hydra in `token_use`); a JWT rarely carries either, then it passes."""
 
     def label(self, claims: TokenClaims) -> str:
         return f"is not a refresh token (token_type {shown(claims.token_type)})"
 
     def check(self, claims: TokenClaims, now: float) -> None:
-        if claims.token_type is not None and claims.token_type.lower() in REFRESH_TOKEN_TYPES:
-            detail = f"token_type {shown(claims.token_type)}: a refresh token, send the access token instead"
-            raise InvalidToken(Reason.NOT_ACCESS_TOKEN, detail=detail)
+        for name, value in (("token_type", claims.token_type), ("token_use", claims.token_use)):
+            if value is not None and value.lower() in REFRESH_TOKEN_TYPES:
+                detail = f"{name} {shown(value)}: a refresh token, send the access token instead"
+                raise InvalidToken(Reason.NOT_ACCESS_TOKEN, detail=detail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,6 +192,7 @@ def test_discovery_without_an_introspection_endpoint_is_a_503_not_a_500(idp, int
             {"active": True, **make_claims(token_type="urn:ietf:params:oauth:token-type:refresh_token")},
             "token is not an access token",
         ),
+        ({"active": True, **make_claims(token_use="refresh_token")}, "token is not an access token"),  # Ory Hydra
         ({"active": True, **make_claims(scope=["read:notes"])}, "token claims have unexpected types"),
         (
             {"active": True, **make_claims(cnf={"jkt": "abc"})},
