@@ -201,6 +201,8 @@ class Introspector:
             raise IntrospectionUnavailable(f"introspection timed out after {self._timeout:g}s") from None
         except FetchError as exc:
             raise IntrospectionUnavailable(f"introspection: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever the HTTP stack raises: a 503, never a 500
+            raise IntrospectionUnavailable(f"introspection failed: {type(exc).__name__}") from None
 
     async def endpoint(self) -> str:
         if isinstance(self._endpoint, str):
