@@ -138,9 +138,10 @@ class DevIssuer:
             return {"active": False}
         return {"active": True, "token_type": "Bearer", **claims}
 
-    def revoke(self, form: dict[str, list[str]], authorization: str | None) -> None:
-        """RFC 7009: the token is inactive from now on; an unknown token is no error."""
+    def revoke(self, form: dict[str, list[str]], authorization: str | None) -> dict[str, object]:
+        """RFC 7009: the token is inactive from now on (an unknown token is no error); the answer is empty."""
         self._opaque.pop(self._authenticated_token(form, authorization), None)
+        return {}
 
     def _authenticated_token(self, form: dict[str, list[str]], authorization: str | None) -> str:
         if any(len(items) > 1 for items in form.values()):
@@ -217,13 +218,29 @@ class DevIssuer:
             return refusal_response(TokenRequestError("unsupported_response_type", description))
 
         async def token(request: Request) -> Response:
-            return await _form_endpoint(request, self.token_response)
+            headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+            raw_headers = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+            try:
+                body = await _bounded_body(request)
+                form = parse_qs(
+                    body.decode("utf-8", "strict"),
+                    keep_blank_values=True,
+                    strict_parsing=False,
+                )
+                answer = self.token_response(form, request.headers.get("authorization"))
+            except TokenRequestError as exc:
+                if exc.status == 401:
+                    raw_headers.append((b"www-authenticate", b'Basic realm="dev-issuer"'))
+                return refusal_response(exc, raw_headers)
+            except UnicodeDecodeError:
+                return refusal_response(TokenRequestError("invalid_request", "the form must be UTF-8"), raw_headers)
+            return Response(json.dumps(answer), media_type="application/json", headers=headers)
 
         async def introspect(request: Request) -> Response:
             return await _form_endpoint(request, self.introspection_response)
 
         async def revoke(request: Request) -> Response:
-            return await _form_endpoint(request, lambda form, authorization: self.revoke(form, authorization) or {})
+            return await _form_endpoint(request, self.revoke)
 
         base = DEV_ISSUER_PATH
         return [
@@ -250,7 +267,7 @@ class DevIssuer:
 async def _form_endpoint(
     request: Request, answer_for: Callable[[dict[str, list[str]], str | None], dict[str, object]]
 ) -> Response:
-    """A form POST answered with JSON (token, introspection, revocation), or an RFC 6749 section 5.2 error."""
+    """A form POST answered with JSON (introspection, revocation), or an RFC 6749 section 5.2 error."""
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
     raw_headers = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
     try:
