@@ -149,8 +149,8 @@ class Settings(SecretFileSettings):
     oauth_refusal_cache_seconds: float = Field(default=5, ge=0, le=60)
 
     # --- opaque tokens: introspection (RFC 7662) ---------------------------------------------------
-    # On when the client id is set: a token that is not a JWT is then asked about at the IdP's introspection
-    # endpoint (discovered from the issuer's metadata unless set), with this client's credentials.
+    # On when the client id is set: a token that is not a JWT (or a JWT the server cannot judge locally) is then
+    # asked about at the IdP's introspection endpoint (from discovery unless set), with this client's credentials.
     oauth_introspection_endpoint: str | None = None
     oauth_introspection_client_id: str = ""
     oauth_introspection_client_secret: SecretStr | None = None
@@ -455,6 +455,9 @@ class Settings(SecretFileSettings):
 
     def _check_introspection(self) -> None:
         if not self.oauth_introspection_client_id:
+            for name in ("oauth_introspect_jwts", "oauth_introspection_audience_optional"):
+                if getattr(self, name):
+                    raise ValueError(f"{name.upper()}: needs OAUTH_INTROSPECTION_CLIENT_ID (introspection is off)")
             return
         if self.oauth_introspection_client_secret is None:
             raise ValueError(

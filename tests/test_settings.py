@@ -373,6 +373,12 @@ def test_introspection_answers_without_an_audience_need_client_ids(monkeypatch):
     )
 
 
+@pytest.mark.parametrize("name", ["OAUTH_INTROSPECT_JWTS", "OAUTH_INTROSPECTION_AUDIENCE_OPTIONAL"])
+def test_introspection_options_without_introspection_are_refused(monkeypatch, name):
+    line = settings_error({name: "true", "OAUTH_CLIENT_IDS": "app"}, monkeypatch)
+    assert line == f"{name}: needs OAUTH_INTROSPECTION_CLIENT_ID (introspection is off)"
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
