@@ -55,14 +55,17 @@ class Doctor:
         self.info(f"MCP server URL (RFC 9728 resource): {s.mcp_server_url}")
         introspector = build_introspector(s)
         if introspector is not None:
-            what = "every token that is not a JWT" + (", and JWTs after they verify" if s.oauth_introspect_jwts else "")
+            what = "tokens that are not JWTs, and JWTs it cannot judge locally"
+            what += "; every JWT after it verifies" if s.oauth_introspect_jwts else ""
             self.info(f"introspection (RFC 7662): {what}; client {s.oauth_introspection_client_id!r}")
         keys = await self._check_idp()
         if token is not None:
             token = token.strip()
-            refused = None
+            refused, problems = None, self.problems
             if introspector is None or is_jwt_shaped(token):
-                refused = await self._explain_token(token, keys)
+                refused = await self._explain_token(token, keys, introspection=introspector is not None)
+            if introspector is not None and refused in UNDECIDABLE_LOCALLY:
+                self.problems = problems  # what the JWT does not show is not a problem: the IdP's answer decides
             if introspector is not None and (
                 s.oauth_introspect_jwts or not is_jwt_shaped(token) or refused in UNDECIDABLE_LOCALLY
             ):
@@ -105,7 +108,7 @@ class Doctor:
                     self.info(f"key {description}")
         return keys
 
-    async def _explain_token(self, token: str, keys: JWKSCache) -> Reason | None:
+    async def _explain_token(self, token: str, keys: JWKSCache, *, introspection: bool = False) -> Reason | None:
         """The JWT checks one by one; the reason of the refusal, if it is refused."""
         self.report("Token (claims shown as sent; the verdict below checks them)")
         if not self.check(token.count(".") == 2, "is a signed JWT (header.payload.signature)", shape_hint(token)):
@@ -132,6 +135,9 @@ class Doctor:
         try:
             principal = await verifier.verify(token)
         except AuthError as exc:
+            if introspection and exc.reason in UNDECIDABLE_LOCALLY:
+                self.info(f"not decided locally ({exc.description}): the IdP's introspection answer decides")
+                return exc.reason
             hint = explain(token, exc, self.rules, max_token_bytes=verifier.max_token_bytes)
             self.check(False, f"VERDICT: refused with {exc.status}: {exc.description}", hint)
             return exc.reason
