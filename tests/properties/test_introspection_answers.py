@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from hypothesis import example, given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from auth.tooling.doctor import Doctor
 from tests.properties.test_any_token import BOUNDED, CLAIM_NAMES, GET_ME, json_values
 from tests.support import BASE_URL, MCP_HEADERS, FakeIdP, make_claims, make_settings
 from web.app import build_app
@@ -40,13 +41,13 @@ def world() -> Iterator[tuple[TestClient, Endpoint]]:
     with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
         FakeIdP(router)
         router.post(INTROSPECTION_URL).mock(side_effect=endpoint)
-        settings = make_settings(
+        config = make_settings(
             oauth_introspection_endpoint=INTROSPECTION_URL,
             oauth_introspection_client_id="rs",
             oauth_introspection_client_secret="secret",
             oauth_required_scopes=["mcp:read"],
         )
-        with TestClient(build_app(settings), base_url=BASE_URL, raise_server_exceptions=False) as client:
+        with TestClient(build_app(config), base_url=BASE_URL, raise_server_exceptions=False) as client:
             yield client, endpoint
 
 
@@ -102,3 +103,23 @@ def test_any_claims_in_an_active_answer_get_a_4xx_or_a_structured_answer(world, 
 @example(status=204, body=b"")
 def test_any_status_and_body_get_a_4xx_or_a_503(world, status: int, body: bytes) -> None:
     assert_answered(call(world, httpx.Response(status, content=body)))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answer=json_values | st.dictionaries(st.sampled_from([*CLAIM_NAMES, "active"]), json_values, max_size=4))
+@example(answer={"active": True, "exp": "soon"})
+@example(answer={"active": True, "aud": [[1]], "sub": "\ud800"})
+async def test_the_doctor_explains_any_answer_without_failing(answer: Any) -> None:
+    lines: list[str] = []
+    with respx.mock(assert_all_called=False) as router:
+        FakeIdP(router)
+        router.post(INTROSPECTION_URL).mock(return_value=as_json(answer))
+        config = make_settings(
+            oauth_introspection_endpoint=INTROSPECTION_URL,
+            oauth_introspection_client_id="rs",
+            oauth_introspection_client_secret="secret",
+        )
+        code = await Doctor(config, lines.append).run("opaque-token-for-the-doctor")
+    assert code in (0, 1)
+    assert any("VERDICT" in line for line in lines) or any("endpoint answers" in line for line in lines)
+    assert not any("opaque-token-for-the-doctor" in line for line in lines)
