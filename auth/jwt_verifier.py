@@ -79,6 +79,11 @@ class JwtVerifier:
         self.cache.accept(token, principal, key, kid=header.get("kid"), alg=header["alg"])
         return principal
 
+    @property
+    def keys(self) -> JWKSCache:
+        """The IdP's key set this verifier trusts (readiness and metrics read it)."""
+        return self._keys
+
     def explain(self, token: str, exc: InvalidToken) -> str:
         """The refusal log line's explanation: the error's detail plus what the token's own claims suggest."""
         return explain(token, exc, self.rules, max_token_bytes=self.max_token_bytes)

@@ -43,6 +43,8 @@ class TokenSource:
         self.introspector = introspector
         self.introspect_jwts = introspect_jwts
         self.max_token_bytes = jwt_verifier.max_token_bytes
+        self.rules = jwt_verifier.rules
+        self.keys = jwt_verifier.keys
 
     async def verify(self, token: str) -> Principal:
         if self.introspector is None:
