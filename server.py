@@ -59,6 +59,7 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
     issuer_url = f"http://{host}:{settings.port}{DEV_ISSUER_PATH}"
     # A production MCP_SERVER_URL / OAUTH_AUDIENCE (e.g. from .env) would make this server refuse its own tokens.
     server_url = f"http://{host}:{settings.port}/mcp"
+    opaque = settings.dev_token_format == "opaque"  # noqa: S105 - a format name, not a secret
     overrides = {
         "mcp_server_url": server_url,
         "oauth_audience": [server_url],
@@ -71,6 +72,12 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
         "oauth_allowed_tenants": [],
         "oauth_required_typ": "",
         "oauth_scope_prefix": "",
+        # opaque tokens: introspected at the dev issuer itself, with the dev client; else no introspection at all
+        "oauth_introspection_endpoint": f"{issuer_url}/introspect" if opaque else None,
+        "oauth_introspection_client_id": settings.dev_client_id if opaque else "",
+        "oauth_introspection_client_secret": settings.dev_client_secret if opaque else None,
+        "oauth_introspection_auth_method": "client_secret_basic",
+        "oauth_introspection_audience_optional": False,
     }
     dev = settings.model_copy(update=overrides)
     issuer = DevIssuer(
@@ -80,6 +87,7 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
         client_id=dev.dev_client_id,
         client_secret=dev.dev_client_secret.get_secret_value(),
         lifetime=dev.dev_token_lifetime_seconds,
+        opaque=opaque,
     )
     return dev, issuer
 
@@ -88,6 +96,11 @@ def print_dev_banner(settings: Settings, issuer: DevIssuer, ignored_issuer: str)
     token = issuer.mint()
     line = "=" * 78
     ignored = f"\n  (OAUTH_ISSUER={ignored_issuer} is ignored in dev mode)" if ignored_issuer else ""
+    opaque = (
+        f"\n  Opaque tokens  checked at {issuer.issuer}/introspect (RFC 7662); revoke at {issuer.issuer}/revoke"
+        if issuer.opaque
+        else ""
+    )
     print(
         f"""{line}
   DEVELOPMENT MODE: tokens come from an embedded issuer, not from a real IdP.
@@ -95,7 +108,7 @@ def print_dev_banner(settings: Settings, issuer: DevIssuer, ignored_issuer: str)
 {line}
   MCP endpoint   {settings.mcp_server_url}
   Issuer         {issuer.issuer}
-  Token endpoint {issuer.issuer}/token   (client {issuer.client_id}, secret from DEV_CLIENT_SECRET)
+  Token endpoint {issuer.issuer}/token   (client {issuer.client_id}, secret from DEV_CLIENT_SECRET){opaque}
 
   A token with every tool scope, valid {issuer.lifetime // 60} minutes:
 

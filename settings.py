@@ -33,6 +33,7 @@ SUPPORTED_ALGORITHMS = frozenset(
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
 
 LogFormat = Literal["text", "json"]
+IntrospectionAuthMethod = Literal["client_secret_basic", "client_secret_post"]
 LOOPBACK_PROXIES = ("127.0.0.1", "::1")
 MIN_METRICS_TOKEN_CHARS = 16
 TRACES_EXPORTERS = ("otlp", "console", "none")
@@ -147,6 +148,20 @@ class Settings(SecretFileSettings):
     oauth_token_cache_seconds: float = Field(default=300, gt=0, le=3600)
     oauth_refusal_cache_seconds: float = Field(default=5, ge=0, le=60)
 
+    # --- opaque tokens: introspection (RFC 7662) ---------------------------------------------------
+    # On when the client id is set: a token that is not a JWT (or a JWT the server cannot judge locally) is then
+    # asked about at the IdP's introspection endpoint (from discovery unless set), with this client's credentials.
+    oauth_introspection_endpoint: str | None = None
+    oauth_introspection_client_id: str = ""
+    oauth_introspection_client_secret: SecretStr | None = None
+    oauth_introspection_auth_method: IntrospectionAuthMethod = "client_secret_basic"
+    oauth_introspection_cache_seconds: float = Field(default=60, gt=0, le=3600)
+    # Some IdPs' answers carry no `aud` (Okta's org server, Keycloak without an audience mapper): then only the
+    # client ids in OAUTH_CLIENT_IDS decide, and a present `aud` must still name this resource.
+    oauth_introspection_audience_optional: bool = False
+    # JWTs too, after they verify locally: a revoked JWT is refused within OAUTH_INTROSPECTION_CACHE_SECONDS.
+    oauth_introspect_jwts: bool = False
+
     # --- this server ---------------------------------------------------------------------------
     mcp_server_url: str = ""
     mcp_stateless: bool = True
@@ -197,6 +212,8 @@ class Settings(SecretFileSettings):
     dev_client_id: str = "dev-client"
     dev_client_secret: SecretStr = SecretStr("dev-secret")
     dev_token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
+    # opaque: random tokens the dev issuer answers for at its introspection endpoint (RFC 7662)
+    dev_token_format: Literal["jwt", "opaque"] = "jwt"  # noqa: S105 - a format name, not a secret
 
     @field_validator(
         "oauth_audience",
@@ -228,7 +245,7 @@ class Settings(SecretFileSettings):
             raise ValueError(f"expected the issuer URL, not an endpoint or metadata URL, got {value!r}")
         return value
 
-    @field_validator("oauth_jwks_uri", "oauth_well_known_url")
+    @field_validator("oauth_jwks_uri", "oauth_well_known_url", "oauth_introspection_endpoint")
     @classmethod
     def _optional_url(cls, value: str | None) -> str | None:
         if value in (None, ""):
@@ -280,6 +297,11 @@ class Settings(SecretFileSettings):
         if not value.strip():
             raise ValueError('expected a file path, or ":memory:" for a throwaway database')
         return value
+
+    @field_validator("oauth_introspection_client_secret", mode="before")
+    @classmethod
+    def _introspection_secret(cls, value: Any) -> Any:
+        return _checked_secret(value, lambda raw: None)  # any text the IdP issued; blank counts as unset
 
     @field_validator("notes_database_url", mode="before")
     @classmethod
@@ -424,13 +446,35 @@ class Settings(SecretFileSettings):
             object.__setattr__(self, "mcp_server_url", f"http://{host}:{self.port}/mcp")
         if not self.oauth_audience:
             object.__setattr__(self, "oauth_audience", [self.mcp_server_url])
+        self._check_introspection()
         if self.notes_db_pool_min > self.notes_db_pool_max:
             raise ValueError(
                 f"NOTES_DB_POOL_MIN: {self.notes_db_pool_min} is more than NOTES_DB_POOL_MAX ({self.notes_db_pool_max})"
             )
         return self
 
+    def _check_introspection(self) -> None:
+        if not self.oauth_introspection_client_id:
+            for name in ("oauth_introspect_jwts", "oauth_introspection_audience_optional"):
+                if getattr(self, name):
+                    raise ValueError(f"{name.upper()}: needs OAUTH_INTROSPECTION_CLIENT_ID (introspection is off)")
+            return
+        if self.oauth_introspection_client_secret is None:
+            raise ValueError(
+                "OAUTH_INTROSPECTION_CLIENT_SECRET: missing; required when OAUTH_INTROSPECTION_CLIENT_ID is set "
+                "(or set OAUTH_INTROSPECTION_CLIENT_SECRET_FILE)"
+            )
+        if self.oauth_introspection_audience_optional and not self.oauth_client_ids:
+            raise ValueError(
+                "OAUTH_INTROSPECTION_AUDIENCE_OPTIONAL: needs OAUTH_CLIENT_IDS (when answers may lack an audience, "
+                "the client ids decide which tokens are for this server)"
+            )
+
     # --- derived views -------------------------------------------------------------------------
+    @property
+    def introspection_enabled(self) -> bool:
+        return bool(self.oauth_introspection_client_id)
+
     @property
     def entra_multi_tenant(self) -> bool:
         return providers.is_entra_multi_tenant(self.oauth_provider, self.oauth_tenant_id)

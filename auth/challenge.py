@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from starlette.types import Send
 
-from auth.errors import AuthError, InsufficientScope, KeySetUnavailable, MissingToken
+from auth.errors import AuthError, InsufficientScope, MissingToken, TemporarilyUnavailable
 from auth.refusal import Header, send_refusal
 
 RETRY_AFTER_SECONDS = 10
@@ -36,7 +36,7 @@ class ChallengeResponder:
         self._scope_prefix = scope_prefix  # scopes are named to clients as they must ask the IdP for them
 
     def headers(self, exc: AuthError) -> list[Header]:
-        if isinstance(exc, KeySetUnavailable):
+        if isinstance(exc, TemporarilyUnavailable):
             return [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
         if isinstance(exc, InsufficientScope) and self._scope_prefix:
             exc = InsufficientScope(tuple(self._scope_prefix + scope for scope in exc.required))

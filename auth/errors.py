@@ -46,6 +46,9 @@ class Reason(Enum):
     METRICS_TOKEN = "metrics need the METRICS_TOKEN bearer token"  # noqa: S105 - a message, not a secret
     METRICS_REMOTE = "set METRICS_TOKEN to scrape metrics from elsewhere"
     BAD_REQUEST = "the request is not acceptable"  # the dev issuer's token endpoint: its description says more
+    # opaque tokens: introspection (RFC 7662)
+    INACTIVE = "token is not active"
+    INTROSPECTION_UNAVAILABLE = "token introspection is temporarily unavailable"
 
 
 class Refusal(Exception):
@@ -108,11 +111,22 @@ class InsufficientScope(AuthError):
         self.required = required
 
 
-class KeySetUnavailable(AuthError):
-    """The IdP's key set cannot be fetched and no usable copy is held: not the caller's fault."""
+class TemporarilyUnavailable(AuthError):
+    """The IdP cannot be asked right now and no usable answer is held: not the caller's fault (503, Retry-After)."""
 
     status = 503
     error = "temporarily_unavailable"
 
+
+class KeySetUnavailable(TemporarilyUnavailable):
+    """The IdP's key set cannot be fetched and no usable copy is held."""
+
     def __init__(self) -> None:
         super().__init__(Reason.KEYS_UNAVAILABLE)
+
+
+class IntrospectionUnavailable(TemporarilyUnavailable):
+    """The introspection endpoint is down, slow or answers garbage, and this token has no cached answer."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Reason.INTROSPECTION_UNAVAILABLE, detail=detail)

@@ -1,7 +1,8 @@
 """Pure ASGI middleware: runs the pipeline for every protected request and attaches the caller.
 
-credential (auth.credential) -> verification (auth.jwt_verifier: key set, signature, typed claims, token
-rules, key binding) -> Principal -> required scopes. The outcome is one RequestAuth in the scope.
+credential (auth.credential) -> verification (auth.token_source: a JWT by auth.jwt_verifier: key set, signature,
+typed claims, token rules, key binding; an opaque token by auth.introspection) -> Principal -> required scopes.
+The outcome is one RequestAuth in the scope.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from auth.challenge import ChallengeResponder
 from auth.credential import bearer_token
 from auth.errors import AuthError, InsufficientScope, InvalidToken, MissingToken
-from auth.jwt_verifier import JwtVerifier
 from auth.principal import Principal
 from auth.request_auth import RequestAuth, set_request_auth
-from auth.tooling.diagnostics import explain
+from auth.token_verifier import TokenVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class BearerAuthMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        verifier: JwtVerifier,
+        verifier: TokenVerifier,
         *,
         responder: ChallengeResponder,
         resource: str,
@@ -133,8 +133,7 @@ class BearerAuthMiddleware:
         if not isinstance(exc, MissingToken) and self.refusal_log.allow():
             unlogged = self.refusal_log.note()
             if isinstance(exc, InvalidToken) and token:
-                rules, limit = self.verifier.rules, self.verifier.max_token_bytes
-                explanation = explain(token, exc, rules, max_token_bytes=limit)
+                explanation = self.verifier.explain(token, exc)
                 logger.info("token refused: %s: %s%s", exc.description, explanation, unlogged)
             else:
                 logger.info("request refused (%s): %s%s", exc.status, exc.detail, unlogged)

@@ -157,6 +157,24 @@ class TokenUseRule:
             raise InvalidToken(Reason.NOT_ACCESS_TOKEN, detail=detail)
 
 
+REFRESH_TOKEN_TYPES = frozenset({"refresh_token", "urn:ietf:params:oauth:token-type:refresh_token"})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTypeRule:
+    """A refresh token is never an access token: introspection answers say which one they describe in
+    `token_type` (RFC 7662 section 2.2; Ory Hydra in `token_use`); a JWT rarely carries either, then it passes."""
+
+    def label(self, claims: TokenClaims) -> str:
+        return f"is not a refresh token (token_type {shown(claims.token_type)})"
+
+    def check(self, claims: TokenClaims, now: float) -> None:
+        for name, value in (("token_type", claims.token_type), ("token_use", claims.token_use)):
+            if value is not None and value.lower() in REFRESH_TOKEN_TYPES:
+                detail = f"{name} {shown(value)}: a refresh token, send the access token instead"
+                raise InvalidToken(Reason.NOT_ACCESS_TOKEN, detail=detail)
+
+
 @dataclass(frozen=True, slots=True)
 class ClientRule:
     client_ids: frozenset[str]
@@ -247,7 +265,7 @@ class TokenRules:
     @property
     def claim_rules(self) -> tuple[Rule, ...]:
         """In the order they are checked: lifetime first, as a client needs to hear it first."""
-        rules: list[Rule] = [LifetimeRule(self.leeway), self.issuer]
+        rules: list[Rule] = [LifetimeRule(self.leeway), self.issuer, TokenTypeRule()]
         if self.token_use is not None:
             rules.append(TokenUseRule(self.token_use))  # before the audience: an ID token's aud is its client
         rules.append(self.audience)

@@ -163,6 +163,13 @@ def test_symmetric_algorithm_exits_2_naming_the_variable(tmp_path):
     assert "HS256" in line
 
 
+def test_an_introspection_client_without_its_secret_exits_2_naming_the_variable(tmp_path):
+    result = run_server(
+        cwd=tmp_path, OAUTH_ISSUER="https://idp.example.com/", OAUTH_INTROSPECTION_CLIENT_ID="mcp-introspection"
+    )
+    assert_one_line_config_error(result, "OAUTH_INTROSPECTION_CLIENT_SECRET")
+
+
 def test_bad_value_in_dotenv_exits_2_naming_the_variable(tmp_path):
     (tmp_path / ".env").write_text("OAUTH_ISSUER=https://idp.example.com/\nPORT=abc\n", encoding="utf-8")
     assert_one_line_config_error(run_server(cwd=tmp_path), "PORT")

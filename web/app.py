@@ -20,11 +20,13 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from auth.challenge import ChallengeResponder
 from auth.discovery import DiscoveredJWKSUri
+from auth.introspection import Introspector
 from auth.jwks_cache import JWKSCache
 from auth.jwt_verifier import JwtVerifier
 from auth.middleware import BearerAuthMiddleware
 from auth.scope_gate import ScopeGate
 from auth.token_rules import TokenRules
+from auth.token_source import TokenSource, build_introspector
 from auth.tooling.dev_issuer import DEV_ISSUER_PATH, DevIssuer
 from settings import Settings, is_loopback_host
 from tools.notes_store import NotesLimits, NotesStore, SchemaTooNew
@@ -65,6 +67,8 @@ class Components:
 
     keys: JWKSCache
     verifier: JwtVerifier
+    source: TokenSource  # the verify step: JWTs by `verifier`, opaque tokens by `introspector` when configured
+    introspector: Introspector | None
     mcp: MCPServer
     store: SQLiteNotesStore | PostgresNotesStore
     metrics: Metrics
@@ -156,6 +160,10 @@ def build_app(
         cache_seconds=settings.oauth_token_cache_seconds,
         refusal_cache_seconds=settings.oauth_refusal_cache_seconds,
     )
+    introspector = build_introspector(settings)
+    source = TokenSource(
+        verifier, introspector, introspect_jwts=settings.oauth_introspect_jwts and introspector is not None
+    )
     store = build_notes_store(settings)
     tracer = tracer_provider.get_tracer(TRACER_NAME) if tracer_provider is not None else None
     system = "sqlite" if isinstance(store, SQLiteNotesStore) else "postgresql"
@@ -225,7 +233,7 @@ def build_app(
         ),
         Middleware(
             BearerAuthMiddleware,
-            verifier=verifier,
+            verifier=source,
             responder=responder,
             resource=settings.mcp_server_url,
             required_scopes=settings.oauth_required_scopes,
@@ -253,8 +261,11 @@ def build_app(
                 yield
         finally:
             await keys.aclose()
+            await source.aclose()
             await store.close()
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.components = Components(keys=keys, verifier=verifier, mcp=mcp, store=store, metrics=metrics)
+    app.state.components = Components(
+        keys=keys, verifier=verifier, source=source, introspector=introspector, mcp=mcp, store=store, metrics=metrics
+    )
     return app

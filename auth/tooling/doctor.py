@@ -9,11 +9,14 @@ import httpx
 
 from auth.claims import TokenClaims, shown
 from auth.discovery import IssuerMismatch, discover_jwks_uri
-from auth.errors import AuthError, InvalidToken, Reason
+from auth.errors import AuthError, IntrospectionUnavailable, InvalidToken, Reason
 from auth.http_fetch import FetchError
+from auth.introspection import Introspector
 from auth.jwks_cache import JWKSCache
 from auth.jwt_verifier import JwtVerifier
+from auth.principal import Principal
 from auth.token_rules import TokenRules
+from auth.token_source import UNDECIDABLE_LOCALLY, build_introspector, is_jwt_shaped
 from auth.tooling.diagnostics import explain, shape_hint, unverified_claims, unverified_header
 from settings import Settings
 
@@ -50,9 +53,25 @@ class Doctor:
             self.info(f"accepted audiences: {list(audience.audiences)}")
         self.info(f"algorithms: {', '.join(s.oauth_algorithms)}; leeway {s.oauth_leeway_seconds}s")
         self.info(f"MCP server URL (RFC 9728 resource): {s.mcp_server_url}")
+        introspector = build_introspector(s)
+        if introspector is not None:
+            what = "tokens that are not JWTs, and JWTs it cannot judge locally"
+            what += "; every JWT after it verifies" if s.oauth_introspect_jwts else ""
+            self.info(f"introspection (RFC 7662): {what}; client {s.oauth_introspection_client_id!r}")
         keys = await self._check_idp()
         if token is not None:
-            await self._explain_token(token.strip(), keys)
+            token = token.strip()
+            refused, problems = None, self.problems
+            if introspector is None or is_jwt_shaped(token):
+                refused = await self._explain_token(token, keys, introspection=introspector is not None)
+            if introspector is not None and refused in UNDECIDABLE_LOCALLY:
+                self.problems = problems  # what the JWT does not show is not a problem: the IdP's answer decides
+            if introspector is not None and (
+                s.oauth_introspect_jwts or not is_jwt_shaped(token) or refused in UNDECIDABLE_LOCALLY
+            ):
+                await self._explain_introspected(token, introspector)
+        if introspector is not None:
+            await introspector.aclose()
         self.report("")
         self.report("Result: " + ("all checks passed" if not self.problems else f"{self.problems} problem(s) found"))
         await keys.aclose()
@@ -89,10 +108,11 @@ class Doctor:
                     self.info(f"key {description}")
         return keys
 
-    async def _explain_token(self, token: str, keys: JWKSCache) -> None:
+    async def _explain_token(self, token: str, keys: JWKSCache, *, introspection: bool = False) -> Reason | None:
+        """The JWT checks one by one; the reason of the refusal, if it is refused."""
         self.report("Token (claims shown as sent; the verdict below checks them)")
         if not self.check(token.count(".") == 2, "is a signed JWT (header.payload.signature)", shape_hint(token)):
-            return
+            return Reason.NOT_JWT
         header = unverified_header(token)
         alg, kid = header.get("alg"), header.get("kid")
         self.check(alg in self.settings.oauth_algorithms, f"algorithm {shown(alg)} is allowed", "see OAUTH_ALGORITHMS")
@@ -110,14 +130,58 @@ class Doctor:
             self._explain_claims(claims)
         if not keys.ready:
             self.check(False, "VERDICT: cannot be checked without the IdP's signing keys (see above)")
-            return
+            return Reason.KEYS_UNAVAILABLE
         verifier = JwtVerifier(keys, self.rules, algorithms=self.settings.oauth_algorithms)
         try:
             principal = await verifier.verify(token)
         except AuthError as exc:
+            if introspection and exc.reason in UNDECIDABLE_LOCALLY:
+                self.info(f"not decided locally ({exc.description}): the IdP's introspection answer decides")
+                return exc.reason
             hint = explain(token, exc, self.rules, max_token_bytes=verifier.max_token_bytes)
             self.check(False, f"VERDICT: refused with {exc.status}: {exc.description}", hint)
+            return exc.reason
+        self._verdict(principal)
+        return None
+
+    async def _explain_introspected(self, token: str, introspector: Introspector) -> None:
+        """The IdP's answer about the token, then each rule it must pass, as the server asks them."""
+        s = self.settings
+        self.report("Token introspection (RFC 7662; the answer is shown, never the token or the client secret)")
+        try:
+            endpoint = await introspector.endpoint()
+        except FetchError as exc:
+            self.check(False, f"introspection endpoint: {exc}", "set OAUTH_INTROSPECTION_ENDPOINT")
             return
+        self.info(f"endpoint {endpoint}; client {s.oauth_introspection_client_id!r} ({introspector.auth_method})")
+        try:
+            answer = await introspector.ask(token)
+        except IntrospectionUnavailable as exc:
+            hint = "the server answers 503 with Retry-After while this lasts"
+            if "HTTP 401" in exc.detail or "HTTP 403" in exc.detail:
+                hint = "check OAUTH_INTROSPECTION_CLIENT_ID, _CLIENT_SECRET and _AUTH_METHOD with the IdP"
+            self.check(False, f"the endpoint answers: {exc.detail}", hint)
+            return
+        self.check(True, "the endpoint answers with a JSON object")
+        active = answer.get("active")
+        why = "revoked, expired, unknown to this IdP, another IdP's token, or not visible to this client"
+        if not self.check(active is True, f"active: {shown(active)}", why):
+            self.check(False, "VERDICT: refused with 401: token is not active")
+            return
+        try:
+            claims = TokenClaims.from_introspection(answer, introspector.issuer)
+        except InvalidToken as exc:
+            self.check(False, "the answer's claims have the types the rules expect", exc.detail)
+        else:
+            self._explain_claims(claims, introspector.rules)
+        try:
+            principal = introspector.principal_of(answer)
+        except InvalidToken as exc:
+            self.check(False, f"VERDICT: refused with {exc.status}: {exc.description}", exc.detail)
+            return
+        self._verdict(principal)
+
+    def _verdict(self, principal: Principal) -> None:
         missing = [scope for scope in self.settings.oauth_required_scopes if scope not in principal.scopes]
         if missing:
             self.check(False, f"VERDICT: valid, but refused with 403: missing required scope(s) {missing}")
@@ -125,20 +189,21 @@ class Doctor:
         kind = "machine" if principal.is_machine else "user"
         self.check(True, f"VERDICT: accepted: subject {principal.subject!r}, client {principal.client_id!r}, {kind}")
 
-    def _explain_claims(self, claims: TokenClaims) -> None:
+    def _explain_claims(self, claims: TokenClaims, rules: TokenRules | None = None) -> None:
         """Each claim rule the verifier enforces, asked the same way, with the cause when it fails."""
+        rules = rules or self.rules
         now = time.time()
-        for rule in self.rules.claim_rules:
+        for rule in rules.claim_rules:
             try:
                 rule.check(claims, now)
             except InvalidToken as exc:
                 self.check(False, rule.label(claims), _advice(exc))
             else:
                 self.check(True, rule.label(claims))
-        scopes = sorted(claims.scopes(self.rules.scope_prefix))
+        scopes = sorted(claims.scopes(rules.scope_prefix))
         subject = shown(claims.subject)
         self.info(f"scopes: {scopes or 'none'}; client id: {claims.client_id!r}; subject: {subject}")
-        if claims.looks_like_id_token and self.rules.token_use is None:
+        if claims.looks_like_id_token and rules.token_use is None:
             self.check(False, "is an access token", "this looks like an ID token: send the access token instead")
 
 

@@ -66,6 +66,7 @@ def test_the_rules_check_in_order_and_build_the_principal():
     assert [type(rule).__name__ for rule in rules.claim_rules] == [
         "LifetimeRule",
         "IssuerRule",
+        "TokenTypeRule",
         "AudienceRule",
         "SubjectRule",
         "BindingRule",
