@@ -23,12 +23,7 @@ from tests.e2e.oidc_idp import (
 )
 from tests.support import rpc_body
 
-# The server side of issue 21 (introspection) is built on another branch; until it is merged these tests fail.
-# The lead removes the xfail mark at merge; strict=False so the module passes on either side of the merge.
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.xfail(strict=False, reason="needs issue 21/22 server features: lead removes at merge"),
-]
+pytestmark = pytest.mark.e2e
 
 CACHE_SECONDS = 1  # OAUTH_INTROSPECTION_CACHE_SECONDS: how long a revoked token may still pass
 REVOCATION_BOUND = CACHE_SECONDS + 4.0  # the cache time, plus slack for a loaded machine
