@@ -5,15 +5,18 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from auth import providers
 from auth.providers import Provider
 from secret_files import SecretFileError, SecretFileSettings, file_variable
+
+if TYPE_CHECKING:
+    from auth.issuer_config import IssuerConfig
 
 # Asymmetric JWS algorithms this server can verify; HS* and "none" are never among them.
 SUPPORTED_ALGORITHMS = frozenset(
@@ -146,6 +149,12 @@ class Settings(SecretFileSettings):
     oauth_token_cache_entries: int = Field(default=10_000, ge=0, le=1_000_000)
     oauth_token_cache_seconds: float = Field(default=300, gt=0, le=3600)
     oauth_refusal_cache_seconds: float = Field(default=5, ge=0, le=60)
+
+    # --- several trusted issuers ----------------------------------------------------------------
+    # A TOML file with one [[issuer]] table per trusted issuer (auth/issuer_config.py); each table holds the
+    # per-issuer settings above, so those variables are refused next to it (OAUTH_ISSUER among them).
+    oauth_issuers_file: str = ""
+    _file_issuers: tuple[IssuerConfig, ...] = PrivateAttr(default=())
 
     # --- this server ---------------------------------------------------------------------------
     mcp_server_url: str = ""
@@ -424,6 +433,11 @@ class Settings(SecretFileSettings):
             object.__setattr__(self, "mcp_server_url", f"http://{host}:{self.port}/mcp")
         if not self.oauth_audience:
             object.__setattr__(self, "oauth_audience", [self.mcp_server_url])
+        if self.oauth_issuers_file:
+            # Imported here: the loader validates each table with this very class.
+            from auth.issuer_config import load_issuers_file
+
+            self._file_issuers = load_issuers_file(self)
         if self.notes_db_pool_min > self.notes_db_pool_max:
             raise ValueError(
                 f"NOTES_DB_POOL_MIN: {self.notes_db_pool_min} is more than NOTES_DB_POOL_MAX ({self.notes_db_pool_max})"
@@ -431,6 +445,16 @@ class Settings(SecretFileSettings):
         return self
 
     # --- derived views -------------------------------------------------------------------------
+    @property
+    def issuers(self) -> tuple[IssuerConfig, ...]:
+        """Every trusted issuer: the [[issuer]] tables of OAUTH_ISSUERS_FILE in file order, else the one the
+        OAUTH_* variables describe."""
+        if self.oauth_issuers_file:
+            return self._file_issuers
+        from auth.issuer_config import IssuerConfig
+
+        return (IssuerConfig.from_settings(self),)
+
     @property
     def entra_multi_tenant(self) -> bool:
         return providers.is_entra_multi_tenant(self.oauth_provider, self.oauth_tenant_id)
@@ -444,9 +468,15 @@ class Settings(SecretFileSettings):
     def checks_audience(self) -> bool:
         return providers.checks_audience(self.oauth_provider)
 
+    @property
+    def scope_prefix(self) -> str:
+        """The prefix of the scopes advertised to clients: the first issuer's (OAUTH_SCOPE_PREFIX without a file)."""
+        return self.issuers[0].scope_prefix
+
     def public_scope(self, scope: str) -> str:
         """A scope as clients must ask the IdP for it (Cognito: `{resource-server-id}/{scope}`)."""
-        return f"{self.oauth_scope_prefix}{scope}" if self.oauth_scope_prefix else scope
+        prefix = self.scope_prefix
+        return f"{prefix}{scope}" if prefix else scope
 
     @property
     def metadata_url(self) -> str:
@@ -454,7 +484,7 @@ class Settings(SecretFileSettings):
         return self.oauth_well_known_url or f"{self.oauth_issuer.rstrip('/')}/.well-known/openid-configuration"
 
     def require_issuer(self) -> None:
-        if not self.oauth_issuer:
+        if not self.oauth_issuer and not self.oauth_issuers_file:
             raise SettingsError(
                 "OAUTH_ISSUER: missing; expected your IdP's issuer URL "
                 "(e.g. https://your-tenant.auth0.com/), or run `python server.py --dev` for the local dev issuer"
