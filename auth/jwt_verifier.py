@@ -17,6 +17,7 @@ from auth.jwk import VerificationKey
 from auth.jwks_cache import JWKSCache
 from auth.principal import Principal
 from auth.token_rules import TokenRules
+from auth.tooling.diagnostics import explain
 from auth.verification_cache import VerificationCache
 from web.compat import jws
 
@@ -77,6 +78,10 @@ class JwtVerifier:
             raise
         self.cache.accept(token, principal, key, kid=header.get("kid"), alg=header["alg"])
         return principal
+
+    def explain(self, token: str, exc: InvalidToken) -> str:
+        """The refusal log's explanation, by these rules. Never the token."""
+        return explain(token, exc, self.rules, max_token_bytes=self.max_token_bytes)
 
     async def _checked(self, token: str) -> tuple[Principal, VerificationKey, dict[str, Any]]:
         try:

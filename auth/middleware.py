@@ -19,10 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from auth.challenge import ChallengeResponder
 from auth.credential import bearer_token
 from auth.errors import AuthError, InsufficientScope, InvalidToken, MissingToken
-from auth.jwt_verifier import JwtVerifier
 from auth.principal import Principal
 from auth.request_auth import RequestAuth, set_request_auth
-from auth.tooling.diagnostics import explain
+from auth.token_verifier import TokenVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +75,19 @@ class BearerAuthMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        verifier: JwtVerifier,
+        verifier: TokenVerifier,
         *,
         responder: ChallengeResponder,
         resource: str,
         required_scopes: Iterable[str] = (),
         public_paths: Iterable[str] = (),
         public_prefixes: Iterable[str] = ("/.well-known/",),
+        issuer_of: Callable[[str], str] | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
+        # The issuer label of each outcome, for the access log and metrics (web.app passes the router's).
+        self.issuer_of = issuer_of
         self.responder = responder
         self.resource = resource
         self.required_scopes = tuple(required_scopes)
@@ -121,22 +123,24 @@ class BearerAuthMiddleware:
         user = AuthenticatedUser(access_token_for(principal, token, self.resource))
         scope["user"] = user
         scope["auth"] = AuthCredentials(user.access_token.scopes)
-        set_request_auth(scope, RequestAuth("ok", principal))
+        set_request_auth(scope, RequestAuth("ok", principal, issuer=self._issuer_label(token)))
         context = auth_context_var.set(user)
         try:
             await self.app(scope, receive, send)
         finally:
             auth_context_var.reset(context)
 
+    def _issuer_label(self, token: str) -> str | None:
+        return self.issuer_of(token) if self.issuer_of is not None else None
+
     async def _refuse(self, exc: AuthError, token: str, scope: Scope, send: Send) -> None:
         """Answer a refusal, with its (rate-limited) log line; the token's own text is never logged."""
         if not isinstance(exc, MissingToken) and self.refusal_log.allow():
             unlogged = self.refusal_log.note()
             if isinstance(exc, InvalidToken) and token:
-                rules, limit = self.verifier.rules, self.verifier.max_token_bytes
-                explanation = explain(token, exc, rules, max_token_bytes=limit)
+                explanation = self.verifier.explain(token, exc)
                 logger.info("token refused: %s: %s%s", exc.description, explanation, unlogged)
             else:
                 logger.info("request refused (%s): %s%s", exc.status, exc.detail, unlogged)
-        set_request_auth(scope, RequestAuth(exc.error or "missing"))
+        set_request_auth(scope, RequestAuth(exc.error or "missing", issuer=self._issuer_label(token)))
         await self.responder(exc, send)

@@ -35,6 +35,7 @@ EVERY_VARIABLE = {
     "OAUTH_TOKEN_CACHE_ENTRIES": "500",
     "OAUTH_TOKEN_CACHE_SECONDS": "60",
     "OAUTH_REFUSAL_CACHE_SECONDS": "0",
+    "OAUTH_ISSUERS_FILE": "",  # set with the per-issuer variables above, a file is refused
     "MCP_SERVER_URL": "https://mcp.example.com/mcp",
     "MCP_STATELESS": "false",
     "MCP_ALLOWED_HOSTS": "gateway.internal,mcp.example.com",
@@ -97,6 +98,7 @@ EXPECTED_VALUES = {
     "oauth_token_cache_entries": 500,
     "oauth_token_cache_seconds": 60.0,
     "oauth_refusal_cache_seconds": 0.0,
+    "oauth_issuers_file": "",
     "mcp_server_url": "https://mcp.example.com/mcp",
     "mcp_stateless": False,
     "mcp_allowed_hosts": ["gateway.internal", "mcp.example.com"],

@@ -1,0 +1,123 @@
+"""Several trusted issuers: a token goes to the one its exact, unverified `iss` names, whose own key set and
+rules then verify it, so a key of issuer B never verifies a token that says issuer A. An unknown `iss` is
+refused before any fetch; the `iss` read here only chooses the verifier, which checks it again after the
+signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping
+
+from auth.errors import InvalidToken, Reason
+from auth.issuer_config import IssuerConfig
+from auth.jwks_cache import JWKSCache
+from auth.jwt_verifier import JwtVerifier
+from auth.principal import Principal
+from auth.token_rules import issuer_hint
+from auth.tooling.diagnostics import shape_hint
+
+# The issuer label of an outcome no configured issuer judged (bounded, as metric labels must be).
+OTHER_ISSUER = "other"  # a JWT naming an issuer not trusted here
+NO_ISSUER = "none"  # no token, or none whose issuer could be read
+
+
+class IssuerVerifier:
+    """One trusted issuer: its settings, its key set and the verifier that uses them."""
+
+    def __init__(self, config: IssuerConfig, keys: JWKSCache, verifier: JwtVerifier) -> None:
+        self.config = config
+        self.keys = keys
+        self.verifier = verifier
+
+    @property
+    def issuer(self) -> str:
+        return self.config.issuer
+
+    @property
+    def max_token_bytes(self) -> int:
+        return self.verifier.max_token_bytes
+
+    async def verify(self, token: str) -> Principal:
+        return await self.verifier.verify(token)
+
+    def explain(self, token: str, exc: InvalidToken) -> str:
+        return self.verifier.explain(token, exc)
+
+
+def unverified_issuer(token: object, max_token_bytes: int) -> str:
+    """The `iss` a JWS says it comes from, signature NOT checked; InvalidToken when it says none."""
+    if not isinstance(token, str):
+        raise InvalidToken(Reason.MALFORMED, detail=f"not a string: {type(token).__name__}")
+    if len(token) > max_token_bytes:
+        raise InvalidToken(Reason.TOO_LARGE)
+    if token.count(".") != 2:
+        raise InvalidToken(Reason.NOT_JWT, detail="not three dot-separated parts")
+    part = token.split(".")[1]
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (ValueError, RecursionError):  # bad base64 or JSON, non-ASCII text, too many digits, deep nesting
+        raise InvalidToken(Reason.MALFORMED, detail="payload is not base64url-encoded JSON") from None
+    if not isinstance(payload, dict):
+        raise InvalidToken(Reason.MALFORMED, detail="payload is not a JSON object")
+    issuer = payload.get("iss")
+    if issuer is None:
+        raise InvalidToken(Reason.MISSING_CLAIM, detail="no iss claim")
+    if not isinstance(issuer, str):
+        raise InvalidToken(Reason.CLAIMS_MALFORMED, detail=f"iss is a {type(issuer).__name__}, not a string")
+    return issuer
+
+
+class IssuerRouter:
+    """Verifies a token with the issuer it names. With one issuer every token goes to it (its issuer rule
+    refuses the others), exactly as without the router."""
+
+    def __init__(self, issuers: Iterable[IssuerVerifier], *, max_token_bytes: int) -> None:
+        self.issuers = tuple(issuers)
+        if not self.issuers:
+            raise ValueError("at least one issuer is required")
+        self.max_token_bytes = max_token_bytes
+        by_iss: dict[str, IssuerVerifier] = {}
+        for issuer in self.issuers:
+            for iss in issuer.config.routing_issuers:
+                by_iss.setdefault(iss, issuer)  # the file loader refuses an iss claimed twice
+        self._by_iss = by_iss
+        self._single = self.issuers[0] if len(self.issuers) == 1 else None
+
+    @property
+    def key_sets(self) -> Mapping[str, JWKSCache]:
+        """Each issuer's key set, by its configured issuer string, in file order."""
+        return {issuer.issuer: issuer.keys for issuer in self.issuers}
+
+    def route(self, token: str) -> IssuerVerifier:
+        """The issuer whose keys and rules decide about this token; InvalidToken when none may."""
+        if self._single is not None:
+            return self._single
+        # A token that is not a JWT names no issuer: today no issuer can check it (introspection routes it).
+        issuer = unverified_issuer(token, self.max_token_bytes)
+        found = self._by_iss.get(issuer)
+        if found is None:
+            raise InvalidToken(Reason.ISSUER, detail=issuer_hint(issuer, tuple(self._by_iss)))
+        return found
+
+    async def verify(self, token: str) -> Principal:
+        """The caller the token names; InvalidToken (or KeySetUnavailable for its issuer's keys) saying why not."""
+        return await self.route(token).verify(token)
+
+    def explain(self, token: str, exc: InvalidToken) -> str:
+        """The refusal log's explanation, by the rules of the issuer the token names. Never the token."""
+        try:
+            issuer = self.route(token)
+        except InvalidToken:
+            return f"{exc.detail}; {shape_hint(token)}" if exc.reason is Reason.NOT_JWT else exc.detail
+        return issuer.explain(token, exc)
+
+    def issuer_label(self, token: str) -> str:
+        """The configured issuer that judged this token, OTHER_ISSUER or NO_ISSUER: a bounded metric label."""
+        if not token:
+            return NO_ISSUER
+        try:
+            return self.route(token).issuer
+        except InvalidToken as exc:
+            return OTHER_ISSUER if exc.reason is Reason.ISSUER else NO_ISSUER
