@@ -13,7 +13,7 @@ from sse_starlette.sse import AppStatus
 from starlette.types import ASGIApp
 
 from auth.tooling.dev_issuer import DEV_ISSUER_PATH, DevIssuer
-from auth.tooling.doctor import Doctor
+from auth.tooling.doctor import run_doctor
 from settings import Settings, SettingsError, is_loopback_host, load_settings
 from web.app import build_app, scopes_supported
 from web.log_format import configure_logging
@@ -64,6 +64,7 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
         "oauth_audience": [server_url],
         "oauth_provider": "oidc",
         "oauth_issuer": issuer_url,
+        "oauth_issuers_file": "",  # the dev issuer is the only one trusted
         "oauth_jwks_uri": None,
         "oauth_well_known_url": None,
         # a preset's rules from .env would refuse the dev issuer's tokens
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             settings, issuer = dev_settings(settings)
         if args.command == "doctor":
             settings.require_issuer()
-            return asyncio.run(Doctor(settings, print).run(read_token(args.token)))
+            return asyncio.run(run_doctor(settings, print, read_token(args.token)))
         # Before the app is built: the SDK's own middleware stays only when a provider is installed.
         provider = start_tracing(settings)
         app = build_app(

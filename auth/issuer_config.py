@@ -63,6 +63,7 @@ _INTROSPECTION_DEFAULTS: dict[str, Any] = {
     "introspection_cache_seconds": 60.0,
     "introspect_jwts": False,
 }
+_BOOLEAN_KEYS = frozenset({"introspect_jwts"})
 _NAMED_VARIABLE = re.compile(r"^OAUTH_([A-Z_]+): ")
 
 
@@ -262,6 +263,10 @@ def table_config(table: Mapping[str, Any], number: int, *, server_url: str) -> I
     unknown = [key for key in table if key not in TABLE_KEYS and key != SECRET_FILE_KEY]
     if unknown:
         raise _table_error(number, unknown[0], f"unknown key; expected some of {', '.join(TABLE_KEYS)}")
+    # TOML has its own booleans: true is never a number or a text (pydantic would read it as 1).
+    flag = next((key for key, value in table.items() if isinstance(value, bool) and key not in _BOOLEAN_KEYS), None)
+    if flag is not None:
+        raise _table_error(number, flag, "expected a value of this key's type, got a boolean")
     values: dict[str, Any] = {f"oauth_{key}": value for key, value in table.items() if key != SECRET_FILE_KEY}
     if SECRET_FILE_KEY in table:
         if "introspection_client_secret" in table:
