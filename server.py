@@ -85,10 +85,11 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
     return dev, issuer
 
 
-def print_dev_banner(settings: Settings, issuer: DevIssuer, ignored_issuer: str) -> None:
+def print_dev_banner(settings: Settings, issuer: DevIssuer, ignored_setting: str) -> None:
+    """`ignored_setting`: the configured issuer setting dev mode sets aside, as NAME=value ("" when none)."""
     token = issuer.mint()
     line = "=" * 78
-    ignored = f"\n  (OAUTH_ISSUER={ignored_issuer} is ignored in dev mode)" if ignored_issuer else ""
+    ignored = f"\n  ({ignored_setting} is ignored in dev mode)" if ignored_setting else ""
     print(
         f"""{line}
   DEVELOPMENT MODE: tokens come from an embedded issuer, not from a real IdP.
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             settings.log_flush_seconds,
             trace_ids=bool(exporters_of(settings)),
         )
-        configured_issuer = settings.oauth_issuer
+        configured = {"OAUTH_ISSUER": settings.oauth_issuer, "OAUTH_ISSUERS_FILE": settings.oauth_issuers_file}
+        ignored_setting = next((f"{name}={value}" for name, value in configured.items() if value), "")
         if args.dev:
             settings, issuer = dev_settings(settings)
         if args.command == "doctor":
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
     if issuer is not None:
-        print_dev_banner(settings, issuer, configured_issuer)
+        print_dev_banner(settings, issuer, ignored_setting)
     config = uvicorn_config(app, settings)
     # sse-starlette ends every SSE stream once uvicorn starts shutting down, which cut legacy-era answers
     # still in flight; the grace period covers them instead (a stream still open when it ends is cancelled).
