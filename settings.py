@@ -480,8 +480,8 @@ class Settings(SecretFileSettings):
 
     @property
     def metadata_url(self) -> str:
-        """Where the IdP's discovery document is (configured, else the OIDC location)."""
-        return self.oauth_well_known_url or f"{self.oauth_issuer.rstrip('/')}/.well-known/openid-configuration"
+        """Where the (first) issuer's discovery document is (configured, else the OIDC location)."""
+        return self.issuers[0].metadata_url
 
     def require_issuer(self) -> None:
         if not self.oauth_issuer and not self.oauth_issuers_file:

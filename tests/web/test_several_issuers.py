@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 import respx
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from settings import load_settings
-from tests.support import BASE_URL, DISCOVERY_URL, ISSUER, JWKS_URI, MCP_HEADERS, SERVER_URL, Signer, bearer, rpc_body
+from tests.support import (
+    BASE_URL,
+    DISCOVERY_URL,
+    ISSUER,
+    JWKS_URI,
+    MCP_HEADERS,
+    SERVER_URL,
+    Signer,
+    bearer,
+    make_claims,
+    rpc_body,
+)
 from tests.web.test_metrics import METRICS_TOKEN, SCRAPE, parse_exposition, value, wait_until
 from web.app import build_app
 
@@ -127,3 +142,24 @@ def test_one_idp_down_at_start_keeps_the_server_unready_but_the_others_tokens_wo
         assert get_me(client, signer.token()).status_code == 200
         idps["b"].mock(return_value=httpx.Response(200, json={"keys": [signer_b.jwk()]}))
         wait_until(lambda: client.get("/readyz").status_code == 200)
+
+
+# --- any token, any issuer claim: a 401 or a 200, never a 5xx ----------------------------------------------------
+
+ISS_VALUES = st.sampled_from([ISSUER, ISSUER_B, ISSUER.rstrip("/"), "", None, 7, [ISSUER], {"iss": ISSUER}]) | st.text(
+    max_size=30
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(iss=ISS_VALUES, by_b=st.booleans(), aud=st.sampled_from([SERVER_URL, "api://mcp"]))
+def test_any_issuer_claim_from_either_key_is_answered_without_a_5xx(client, signer, signer_b, iss, by_b, aud):
+    key = signer_b if by_b else signer
+    payload = make_claims(iss=iss, aud=aud, drop=("iss",) if iss is None else ())
+    token = jwt.PyJWS().encode(json.dumps(payload).encode(), key.private_key, "RS256", {"kid": key.kid})
+    status = get_me(client, token).status_code
+    issuer_of_key = ISSUER_B if by_b else ISSUER
+    audience_of_key = "api://mcp" if by_b else SERVER_URL
+    assert status == (200 if (iss, aud) == (issuer_of_key, audience_of_key) else 401)
