@@ -142,6 +142,13 @@ async def test_a_token_that_is_no_jwt_is_refused_as_before(router, idps, token):
     assert router.issuer_label(token) == NO_ISSUER
 
 
+async def test_the_issuer_label_is_bounded_to_the_trusted_issuers(router, signer, signer_b):
+    assert router.issuer_label(signer.token()) == ISSUER
+    assert router.issuer_label(signer_b.token(iss=ISSUER_B)) == ISSUER_B
+    assert router.issuer_label(signer.token(iss="https://evil.example.com/")) == OTHER_ISSUER
+    assert router.issuer_label("") == router.issuer_label("garbage") == NO_ISSUER
+
+
 async def test_one_issuers_failing_idp_leaves_the_other_unaffected(router, idps, signer, signer_b):
     idps["a"].mock(return_value=httpx.Response(500))
     with pytest.raises(KeySetUnavailable):
