@@ -13,7 +13,7 @@ from sse_starlette.sse import AppStatus
 from starlette.types import ASGIApp
 
 from auth.tooling.dev_issuer import DEV_ISSUER_PATH, DevIssuer
-from auth.tooling.doctor import Doctor
+from auth.tooling.doctor import run_doctor
 from settings import Settings, SettingsError, is_loopback_host, load_settings
 from web.app import build_app, scopes_supported
 from web.log_format import configure_logging
@@ -65,6 +65,7 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
         "oauth_audience": [server_url],
         "oauth_provider": "oidc",
         "oauth_issuer": issuer_url,
+        "oauth_issuers_file": "",  # the dev issuer is the only one trusted
         "oauth_jwks_uri": None,
         "oauth_well_known_url": None,
         # a preset's rules from .env would refuse the dev issuer's tokens
@@ -92,10 +93,11 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
     return dev, issuer
 
 
-def print_dev_banner(settings: Settings, issuer: DevIssuer, ignored_issuer: str) -> None:
+def print_dev_banner(settings: Settings, issuer: DevIssuer, ignored_setting: str) -> None:
+    """`ignored_setting`: the configured issuer setting dev mode sets aside, as NAME=value ("" when none)."""
     token = issuer.mint()
     line = "=" * 78
-    ignored = f"\n  (OAUTH_ISSUER={ignored_issuer} is ignored in dev mode)" if ignored_issuer else ""
+    ignored = f"\n  ({ignored_setting} is ignored in dev mode)" if ignored_setting else ""
     opaque = (
         f"\n  Opaque tokens  checked at {issuer.issuer}/introspect (RFC 7662); revoke at {issuer.issuer}/revoke"
         if issuer.opaque
@@ -164,12 +166,13 @@ def main(argv: list[str] | None = None) -> int:
             settings.log_flush_seconds,
             trace_ids=bool(exporters_of(settings)),
         )
-        configured_issuer = settings.oauth_issuer
+        configured = {"OAUTH_ISSUER": settings.oauth_issuer, "OAUTH_ISSUERS_FILE": settings.oauth_issuers_file}
+        ignored_setting = next((f"{name}={value}" for name, value in configured.items() if value), "")
         if args.dev:
             settings, issuer = dev_settings(settings)
         if args.command == "doctor":
             settings.require_issuer()
-            return asyncio.run(Doctor(settings, print).run(read_token(args.token)))
+            return asyncio.run(run_doctor(settings, print, read_token(args.token)))
         # Before the app is built: the SDK's own middleware stays only when a provider is installed.
         provider = start_tracing(settings)
         app = build_app(
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
     if issuer is not None:
-        print_dev_banner(settings, issuer, configured_issuer)
+        print_dev_banner(settings, issuer, ignored_setting)
     config = uvicorn_config(app, settings)
     # sse-starlette ends every SSE stream once uvicorn starts shutting down, which cut legacy-era answers
     # still in flight; the grace period covers them instead (a stream still open when it ends is cancelled).

@@ -5,15 +5,18 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from auth import providers
 from auth.providers import Provider
 from secret_files import SecretFileError, SecretFileSettings, file_variable
+
+if TYPE_CHECKING:
+    from auth.issuer_config import IssuerConfig
 
 # Asymmetric JWS algorithms this server can verify; HS* and "none" are never among them.
 SUPPORTED_ALGORITHMS = frozenset(
@@ -161,6 +164,12 @@ class Settings(SecretFileSettings):
     oauth_introspection_audience_optional: bool = False
     # JWTs too, after they verify locally: a revoked JWT is refused within OAUTH_INTROSPECTION_CACHE_SECONDS.
     oauth_introspect_jwts: bool = False
+
+    # --- several trusted issuers ----------------------------------------------------------------
+    # A TOML file with one [[issuer]] table per trusted issuer (auth/issuer_config.py); each table holds the
+    # per-issuer settings above, so those variables are refused next to it (OAUTH_ISSUER among them).
+    oauth_issuers_file: str = ""
+    _file_issuers: tuple[IssuerConfig, ...] = PrivateAttr(default=())
 
     # --- this server ---------------------------------------------------------------------------
     mcp_server_url: str = ""
@@ -447,6 +456,11 @@ class Settings(SecretFileSettings):
         if not self.oauth_audience:
             object.__setattr__(self, "oauth_audience", [self.mcp_server_url])
         self._check_introspection()
+        if self.oauth_issuers_file:
+            # Imported here: the loader validates each table with this very class.
+            from auth.issuer_config import load_issuers_file
+
+            self._file_issuers = load_issuers_file(self)
         if self.notes_db_pool_min > self.notes_db_pool_max:
             raise ValueError(
                 f"NOTES_DB_POOL_MIN: {self.notes_db_pool_min} is more than NOTES_DB_POOL_MAX ({self.notes_db_pool_max})"
@@ -476,6 +490,16 @@ class Settings(SecretFileSettings):
         return bool(self.oauth_introspection_client_id)
 
     @property
+    def issuers(self) -> tuple[IssuerConfig, ...]:
+        """Every trusted issuer: the [[issuer]] tables of OAUTH_ISSUERS_FILE in file order, else the one the
+        OAUTH_* variables describe."""
+        if self.oauth_issuers_file:
+            return self._file_issuers
+        from auth.issuer_config import IssuerConfig
+
+        return (IssuerConfig.from_settings(self),)
+
+    @property
     def entra_multi_tenant(self) -> bool:
         return providers.is_entra_multi_tenant(self.oauth_provider, self.oauth_tenant_id)
 
@@ -488,17 +512,23 @@ class Settings(SecretFileSettings):
     def checks_audience(self) -> bool:
         return providers.checks_audience(self.oauth_provider)
 
+    @property
+    def scope_prefix(self) -> str:
+        """The prefix of the scopes advertised to clients: the first issuer's (OAUTH_SCOPE_PREFIX without a file)."""
+        return self.issuers[0].scope_prefix
+
     def public_scope(self, scope: str) -> str:
         """A scope as clients must ask the IdP for it (Cognito: `{resource-server-id}/{scope}`)."""
-        return f"{self.oauth_scope_prefix}{scope}" if self.oauth_scope_prefix else scope
+        prefix = self.scope_prefix
+        return f"{prefix}{scope}" if prefix else scope
 
     @property
     def metadata_url(self) -> str:
-        """Where the IdP's discovery document is (configured, else the OIDC location)."""
-        return self.oauth_well_known_url or f"{self.oauth_issuer.rstrip('/')}/.well-known/openid-configuration"
+        """Where the (first) issuer's discovery document is (configured, else the OIDC location)."""
+        return self.issuers[0].metadata_url
 
     def require_issuer(self) -> None:
-        if not self.oauth_issuer:
+        if not self.oauth_issuer and not self.oauth_issuers_file:
             raise SettingsError(
                 "OAUTH_ISSUER: missing; expected your IdP's issuer URL "
                 "(e.g. https://your-tenant.auth0.com/), or run `python server.py --dev` for the local dev issuer"

@@ -83,9 +83,12 @@ class BearerAuthMiddleware:
         required_scopes: Iterable[str] = (),
         public_paths: Iterable[str] = (),
         public_prefixes: Iterable[str] = ("/.well-known/",),
+        issuer_of: Callable[[str, Principal | None], str] | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
+        # The issuer label of each outcome, for the access log and metrics (web.app passes the router's).
+        self.issuer_of = issuer_of
         self.responder = responder
         self.resource = resource
         self.required_scopes = tuple(required_scopes)
@@ -121,12 +124,15 @@ class BearerAuthMiddleware:
         user = AuthenticatedUser(access_token_for(principal, token, self.resource))
         scope["user"] = user
         scope["auth"] = AuthCredentials(user.access_token.scopes)
-        set_request_auth(scope, RequestAuth("ok", principal))
+        set_request_auth(scope, RequestAuth("ok", principal, issuer=self._issuer_label(token, principal)))
         context = auth_context_var.set(user)
         try:
             await self.app(scope, receive, send)
         finally:
             auth_context_var.reset(context)
+
+    def _issuer_label(self, token: str, principal: Principal | None) -> str | None:
+        return self.issuer_of(token, principal) if self.issuer_of is not None else None
 
     async def _refuse(self, exc: AuthError, token: str, scope: Scope, send: Send) -> None:
         """Answer a refusal, with its (rate-limited) log line; the token's own text is never logged."""
@@ -137,5 +143,5 @@ class BearerAuthMiddleware:
                 logger.info("token refused: %s: %s%s", exc.description, explanation, unlogged)
             else:
                 logger.info("request refused (%s): %s%s", exc.status, exc.detail, unlogged)
-        set_request_auth(scope, RequestAuth(exc.error or "missing"))
+        set_request_auth(scope, RequestAuth(exc.error or "missing", issuer=self._issuer_label(token, None)))
         await self.responder(exc, send)

@@ -250,17 +250,10 @@ class TokenRules:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenRules:
-        return cls.create(
-            issuers=() if settings.entra_multi_tenant else settings.accepted_issuers,
-            audiences=tuple(settings.oauth_audience),
-            audience_optional=not settings.checks_audience,
-            allowed_tenants=frozenset(settings.oauth_allowed_tenants) if settings.entra_multi_tenant else frozenset(),
-            leeway=settings.oauth_leeway_seconds,
-            client_ids=frozenset(settings.oauth_client_ids),
-            token_use="access" if settings.oauth_provider == "cognito" else None,
-            required_typ=settings.oauth_required_typ or None,
-            scope_prefix=settings.oauth_scope_prefix,
-        )
+        """The rules of the issuer the OAUTH_* variables describe."""
+        from auth.issuer_config import IssuerConfig  # here: issuer_config builds on this module
+
+        return IssuerConfig.from_settings(settings).token_rules()
 
     @property
     def claim_rules(self) -> tuple[Rule, ...]:

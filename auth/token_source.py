@@ -10,6 +10,7 @@ signature) stays refused without a call."""
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from auth.errors import InvalidToken, Reason
 from auth.introspection import Introspector, discovered_endpoint
@@ -17,6 +18,9 @@ from auth.jwt_verifier import JwtVerifier
 from auth.principal import Principal
 from auth.token_rules import AudienceRule, TokenRules
 from settings import Settings
+
+if TYPE_CHECKING:
+    from auth.issuer_config import IssuerConfig
 
 # Local refusals the IdP's answer may overrule: what the JWT does not show, not what it shows to be wrong.
 UNDECIDABLE_LOCALLY = frozenset({Reason.KEY_UNKNOWN, Reason.MISSING_CLAIM})
@@ -73,31 +77,32 @@ class TokenSource:
             await self.introspector.aclose()
 
 
-def introspection_rules(settings: Settings) -> TokenRules:
-    """The JWT rules; with OAUTH_INTROSPECTION_AUDIENCE_OPTIONAL an answer without `aud` is judged by the client
-    ids (which the settings then require), one with `aud` still by its audience."""
-    rules = TokenRules.from_settings(settings)
-    if settings.oauth_introspection_audience_optional:
+def introspection_rules(config: IssuerConfig) -> TokenRules:
+    """The issuer's JWT rules; with `introspection_audience_optional` an answer without `aud` is judged by the
+    client ids (which the settings then require), one with `aud` still by its audience."""
+    rules = config.token_rules()
+    if config.introspection_audience_optional:
         rules = dataclasses.replace(rules, audience=AudienceRule(rules.audience.audiences, optional=True))
     return rules
 
 
-def build_introspector(settings: Settings) -> Introspector | None:
-    """The single-issuer introspector from OAUTH_INTROSPECTION_*; None when introspection is off."""
-    if not settings.introspection_enabled or settings.oauth_introspection_client_secret is None:
+def build_introspector(config: IssuerConfig, settings: Settings) -> Introspector | None:
+    """One issuer's introspector (its introspection settings; the server's timeout and cache bounds); None when
+    introspection is off for it."""
+    if not config.introspects or config.introspection_client_secret is None:
         return None
-    endpoint = settings.oauth_introspection_endpoint or discovered_endpoint(
-        settings.oauth_issuer, settings.oauth_well_known_url, timeout=settings.oauth_http_timeout_seconds
+    endpoint = config.introspection_endpoint or discovered_endpoint(
+        config.issuer, config.well_known_url, timeout=settings.oauth_http_timeout_seconds
     )
     return Introspector(
         endpoint,
-        introspection_rules(settings),
-        issuer=settings.oauth_issuer,
-        client_id=settings.oauth_introspection_client_id,
-        client_secret=settings.oauth_introspection_client_secret.get_secret_value(),
-        auth_method=settings.oauth_introspection_auth_method,
+        introspection_rules(config),
+        issuer=config.issuer,
+        client_id=config.introspection_client_id,
+        client_secret=config.introspection_client_secret.get_secret_value(),
+        auth_method=config.introspection_auth_method,
         timeout=settings.oauth_http_timeout_seconds,
-        cache_seconds=settings.oauth_introspection_cache_seconds,
+        cache_seconds=config.introspection_cache_seconds,
         refusal_cache_seconds=settings.oauth_refusal_cache_seconds,
         cache_entries=settings.oauth_token_cache_entries,
     )

@@ -42,6 +42,7 @@ EVERY_VARIABLE = {
     "OAUTH_INTROSPECTION_CACHE_SECONDS": "30",
     "OAUTH_INTROSPECTION_AUDIENCE_OPTIONAL": "true",
     "OAUTH_INTROSPECT_JWTS": "true",
+    "OAUTH_ISSUERS_FILE": "",  # set with the per-issuer variables above, a file is refused
     "MCP_SERVER_URL": "https://mcp.example.com/mcp",
     "MCP_STATELESS": "false",
     "MCP_ALLOWED_HOSTS": "gateway.internal,mcp.example.com",
@@ -112,6 +113,7 @@ EXPECTED_VALUES = {
     "oauth_introspection_cache_seconds": 30.0,
     "oauth_introspection_audience_optional": True,
     "oauth_introspect_jwts": True,
+    "oauth_issuers_file": "",
     "mcp_server_url": "https://mcp.example.com/mcp",
     "mcp_stateless": False,
     "mcp_allowed_hosts": ["gateway.internal", "mcp.example.com"],

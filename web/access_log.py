@@ -97,7 +97,12 @@ class AccessLog:
         path = scope["path"][: MAX_PATH_CHARS + 1]
         if self.metrics is not None:
             self.metrics.observe_request(
-                path=path, method=scope["method"], status=status, seconds=seconds, auth=outcome
+                path=path,
+                method=scope["method"],
+                status=status,
+                seconds=seconds,
+                auth=outcome,
+                issuer=auth.issuer if auth is not None else None,
             )
             for tool in auth.refused_tools if auth is not None else ():
                 self.metrics.observe_tool_call(tool, "refused")
@@ -115,6 +120,7 @@ class AccessLog:
             getattr(principal, "subject", None),
             getattr(principal, "client_id", None),
             request_id,
+            auth.issuer if auth is not None else None,
         )
         if not self.direct.defer(access_line, entry):
             message, fields = access_line(entry)
@@ -124,7 +130,7 @@ class AccessLog:
 def access_line(entry: tuple[object, ...]) -> tuple[str, dict[str, object]]:
     """The access line's message and extra fields, from what _record kept of the request (formatted later, when
     the log batch is written, on the default set-up)."""
-    method, path, status, seconds, client, outcome, subject, client_id, request_id = entry
+    method, path, status, seconds, client, outcome, subject, client_id, request_id, issuer = entry
     fields: dict[str, object] = {
         "method": loggable(method, 16),
         "path": loggable(path, MAX_PATH_CHARS),
@@ -135,10 +141,11 @@ def access_line(entry: tuple[object, ...]) -> tuple[str, dict[str, object]]:
         "subject": loggable(subject),
         "client_id": loggable(client_id),
         "request_id": request_id,
+        "issuer": loggable(issuer, 256),  # a configured issuer, "other" or "none"
     }
     context = " ".join(
         f"{name}={fields[name]}"
-        for name in ("client", "auth", "subject", "client_id", "request_id")
+        for name in ("client", "auth", "subject", "client_id", "request_id", "issuer")
         if fields[name] is not None
     )
     return ACCESS_FORMAT % (fields["method"], fields["path"], status, fields["duration_ms"], context), fields

@@ -21,11 +21,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from auth.challenge import ChallengeResponder
 from auth.discovery import DiscoveredJWKSUri
 from auth.introspection import Introspector
+from auth.issuer_config import IssuerConfig
+from auth.issuer_router import IssuerRouter, IssuerVerifier
 from auth.jwks_cache import JWKSCache
 from auth.jwt_verifier import JwtVerifier
 from auth.middleware import BearerAuthMiddleware
 from auth.scope_gate import ScopeGate
-from auth.token_rules import TokenRules
 from auth.token_source import TokenSource, build_introspector
 from auth.tooling.dev_issuer import DEV_ISSUER_PATH, DevIssuer
 from settings import Settings, is_loopback_host
@@ -63,11 +64,12 @@ CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "Mcp-Session-Id", "X-Request-ID"]
 
 @dataclass(frozen=True)
 class Components:
-    """What tests and operators may want to reach inside a built app."""
+    """What tests and operators may want to reach inside a built app. `keys` and `verifier`: the first issuer's."""
 
     keys: JWKSCache
     verifier: JwtVerifier
-    source: TokenSource  # the verify step: JWTs by `verifier`, opaque tokens by `introspector` when configured
+    router: IssuerRouter
+    source: TokenSource  # the first issuer's verify step: JWTs by `verifier`, opaque tokens by `introspector`
     introspector: Introspector | None
     mcp: MCPServer
     store: SQLiteNotesStore | PostgresNotesStore
@@ -123,18 +125,44 @@ def build_notes_store(settings: Settings) -> SQLiteNotesStore | PostgresNotesSto
     )
 
 
-def build_jwks_cache(settings: Settings) -> JWKSCache:
-    source = settings.oauth_jwks_uri or DiscoveredJWKSUri(
-        settings.oauth_issuer,
-        settings.oauth_well_known_url,
+def build_jwks_cache(config: IssuerConfig, settings: Settings) -> JWKSCache:
+    """One issuer's key set: its own discovery, TTL, cooldown and last-known-good keys, its own HTTP client."""
+    source = config.jwks_uri or DiscoveredJWKSUri(
+        config.issuer,
+        config.well_known_url,
         timeout=settings.oauth_http_timeout_seconds,
     )
     return JWKSCache(
         source,
-        ttl=settings.oauth_jwks_cache_seconds,
-        cooldown=settings.oauth_jwks_refresh_cooldown_seconds,
-        max_stale=settings.oauth_jwks_max_stale_seconds,
+        ttl=config.jwks_cache_seconds,
+        cooldown=config.jwks_refresh_cooldown_seconds,
+        max_stale=config.jwks_max_stale_seconds,
         timeout=settings.oauth_http_timeout_seconds,
+    )
+
+
+def build_issuer_verifier(config: IssuerConfig, settings: Settings) -> IssuerVerifier:
+    """One trusted issuer's verifier: its key set and rules; the verification cache limits are the server's."""
+    keys = build_jwks_cache(config, settings)
+    verifier = JwtVerifier(
+        keys,
+        config.token_rules(),
+        algorithms=config.algorithms,
+        max_token_bytes=settings.oauth_max_token_bytes,
+        cache_entries=settings.oauth_token_cache_entries,
+        cache_seconds=settings.oauth_token_cache_seconds,
+        refusal_cache_seconds=settings.oauth_refusal_cache_seconds,
+    )
+    introspector = build_introspector(config, settings)
+    source = TokenSource(verifier, introspector, introspect_jwts=config.introspect_jwts and introspector is not None)
+    return IssuerVerifier(config, keys, verifier, source)
+
+
+def build_router(settings: Settings) -> IssuerRouter:
+    """A verifier per trusted issuer (OAUTH_ISSUERS_FILE's tables in file order, else the OAUTH_* one)."""
+    return IssuerRouter(
+        [build_issuer_verifier(config, settings) for config in settings.issuers],
+        max_token_bytes=settings.oauth_max_token_bytes,
     )
 
 
@@ -150,26 +178,16 @@ def build_app(
     settings.require_issuer()
     break_runner_cycles()  # each call's SDK objects freed as it ends, not by the cyclic collector
     scopes = scopes_supported(settings)
-    keys = build_jwks_cache(settings)
-    verifier = JwtVerifier(
-        keys,
-        TokenRules.from_settings(settings),
-        algorithms=settings.oauth_algorithms,
-        max_token_bytes=settings.oauth_max_token_bytes,
-        cache_entries=settings.oauth_token_cache_entries,
-        cache_seconds=settings.oauth_token_cache_seconds,
-        refusal_cache_seconds=settings.oauth_refusal_cache_seconds,
-    )
-    introspector = build_introspector(settings)
-    source = TokenSource(
-        verifier, introspector, introspect_jwts=settings.oauth_introspect_jwts and introspector is not None
-    )
+    router = build_router(settings)
+    first = router.issuers[0]
     store = build_notes_store(settings)
     tracer = tracer_provider.get_tracer(TRACER_NAME) if tracer_provider is not None else None
     system = "sqlite" if isinstance(store, SQLiteNotesStore) else "postgresql"
     tools_store: NotesStore = store if tracer is None else TracedNotesStore(store, tracer, system=system)
     specs = tool_specs(settings, tools_store)
-    metrics = Metrics(keys=keys, tool_names=[spec.name for spec in specs], pool_stats=pool_stats_of(store))
+    metrics = Metrics(
+        key_sets=router.key_sets, tool_names=[spec.name for spec in specs], pool_stats=pool_stats_of(store)
+    )
     mcp = build_mcp_server(settings, specs, middleware=[ToolCallMetrics(metrics)])
     drop_idle_tracing(mcp)
     # Host and Origin are checked by TransportGuard, against the public URL, before auth.
@@ -186,18 +204,18 @@ def build_app(
     responder = ChallengeResponder(
         resource_metadata_url=resource_metadata_url(settings.mcp_server_url),
         scopes=scopes,
-        scope_prefix=settings.oauth_scope_prefix,
+        scope_prefix=settings.scope_prefix,
     )
     routes: list[BaseRoute] = [
         # The MCP endpoint first: every call would otherwise be matched against each route below in turn.
         Route(MCP_PATH, endpoint=mcp_app),
         *well_known_routes(
             server_url=settings.mcp_server_url,
-            issuer=settings.oauth_issuer,
+            issuers=[issuer.issuer for issuer in router.issuers],
             scopes=scopes,
-            idp_metadata_url=settings.metadata_url,
+            idp_metadata_url=first.config.metadata_url,  # several issuers: the first one's (documented)
         ),
-        *health_routes(keys, store),
+        *health_routes(router.key_sets, store),
         *metrics_routes(metrics, settings.metrics_token),
     ]
     public_prefixes = ["/.well-known/"]
@@ -233,12 +251,13 @@ def build_app(
         ),
         Middleware(
             BearerAuthMiddleware,
-            verifier=source,
+            verifier=router,
             responder=responder,
             resource=settings.mcp_server_url,
             required_scopes=settings.oauth_required_scopes,
             public_paths=["/healthz", "/readyz", METRICS_PATH],  # /metrics checks its own token
             public_prefixes=public_prefixes,
+            issuer_of=router.issuer_label,
         ),
         Middleware(
             ScopeGate,
@@ -257,15 +276,23 @@ def build_app(
         try:
             async with mcp.session_manager.run():
                 if dev_issuer is None:
-                    keys.prefetch()  # the dev issuer is this very server: not listening yet
+                    for keys in router.key_sets.values():
+                        keys.prefetch()  # the dev issuer is this very server: not listening yet
                 yield
         finally:
-            await keys.aclose()
-            await source.aclose()
+            for issuer in router.issuers:
+                await issuer.aclose()
             await store.close()
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.components = Components(
-        keys=keys, verifier=verifier, source=source, introspector=introspector, mcp=mcp, store=store, metrics=metrics
+        keys=first.keys,
+        verifier=first.verifier,
+        router=router,
+        source=first.source,
+        introspector=first.source.introspector,
+        mcp=mcp,
+        store=store,
+        metrics=metrics,
     )
     return app

@@ -22,18 +22,21 @@ def resource_metadata_url(server_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, PRM_PATH + parts.path.rstrip("/"), "", ""))
 
 
-def protected_resource_metadata(server_url: str, issuer: str, scopes: Iterable[str]) -> dict[str, object]:
+def protected_resource_metadata(server_url: str, issuers: Iterable[str], scopes: Iterable[str]) -> dict[str, object]:
     return {
         "resource": server_url,
-        "authorization_servers": [issuer],  # the exact issuer string, never normalised
+        "authorization_servers": list(issuers),  # the exact issuer strings, never normalised, in file order
         "scopes_supported": list(scopes),
         "bearer_methods_supported": ["header"],
         "resource_name": "MCP resource server",
     }
 
 
-def well_known_routes(*, server_url: str, issuer: str, scopes: Iterable[str], idp_metadata_url: str) -> list[Route]:
-    document = protected_resource_metadata(server_url, issuer, scopes)
+def well_known_routes(
+    *, server_url: str, issuers: Iterable[str], scopes: Iterable[str], idp_metadata_url: str
+) -> list[Route]:
+    """`idp_metadata_url`: where the authorization-server well-knowns redirect (the first issuer's metadata)."""
+    document = protected_resource_metadata(server_url, issuers, scopes)
     public_path = urlsplit(server_url).path.rstrip("/")
 
     async def metadata(_: Request) -> Response:

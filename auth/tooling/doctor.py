@@ -12,6 +12,8 @@ from auth.discovery import IssuerMismatch, discover_jwks_uri
 from auth.errors import AuthError, IntrospectionUnavailable, InvalidToken, Reason
 from auth.http_fetch import FetchError
 from auth.introspection import Introspector
+from auth.issuer_config import IssuerConfig
+from auth.issuer_router import unverified_issuer
 from auth.jwks_cache import JWKSCache
 from auth.jwt_verifier import JwtVerifier
 from auth.principal import Principal
@@ -23,10 +25,45 @@ from settings import Settings
 Report = Callable[[str], None]
 
 
+async def run_doctor(settings: Settings, report: Report, token: str | None) -> int:
+    """The doctor for every trusted issuer: a token is explained by the issuer its `iss` names (as the server
+    routes it); without a token each issuer is checked in turn. Exit code 0 when every check passed."""
+    issuers = settings.issuers
+    if len(issuers) == 1:
+        return await Doctor(settings, report).run(token)
+    if token is not None:
+        issuer = issuer_named(issuers, token.strip(), settings.oauth_max_token_bytes)
+        if issuer is None:
+            trusted = [config.issuer for config in issuers]
+            report(f"  [FAIL] the token names no trusted issuer (OAUTH_ISSUERS_FILE trusts {trusted})")
+            report("")
+            report("Result: 1 problem(s) found")
+            return 1
+        report(f"Issuer {issuer.issuer} (the token's iss)")
+        return await Doctor(settings, report, issuer).run(token)
+    worst = 0
+    for number, issuer in enumerate(issuers, start=1):
+        report(f"Issuer [[issuer]] #{number}: {issuer.issuer}")
+        worst = max(worst, await Doctor(settings, report, issuer).run(None))
+        report("")
+    return worst
+
+
+def issuer_named(issuers: tuple[IssuerConfig, ...], token: str, max_token_bytes: int) -> IssuerConfig | None:
+    """The issuer a token's unverified iss names; for a token that names none, the first that introspects (else
+    the first: its checks say why it cannot be verified); None for a JWT naming an issuer not trusted here."""
+    try:
+        iss = unverified_issuer(token, max_token_bytes)
+    except InvalidToken:
+        return next((config for config in issuers if config.introspects), issuers[0])
+    return next((config for config in issuers if iss in config.routing_issuers), None)
+
+
 class Doctor:
-    def __init__(self, settings: Settings, report: Report) -> None:
+    def __init__(self, settings: Settings, report: Report, issuer: IssuerConfig | None = None) -> None:
         self.settings = settings
-        self.rules = TokenRules.from_settings(settings)
+        self.issuer = issuer or settings.issuers[0]
+        self.rules = self.issuer.token_rules()
         self.report = report
         self.problems = 0
 
@@ -39,9 +76,9 @@ class Doctor:
         self.report(f"  [info] {message}")
 
     async def run(self, token: str | None) -> int:
-        s = self.settings
+        s, config = self.settings, self.issuer
         self.report("Configuration")
-        self.info(f"provider: {s.oauth_provider}")
+        self.info(f"provider: {config.provider}")
         issuer, audience = self.rules.issuer, self.rules.audience
         self.info(f"accepted issuers: {list(issuer.issuers) or 'per tenant, from the token tid'}")
         if issuer.allowed_tenants:
@@ -51,13 +88,13 @@ class Doctor:
             self.info(f"audience: {list(audience.audiences)} when present (Cognito); client ids: {clients}")
         else:
             self.info(f"accepted audiences: {list(audience.audiences)}")
-        self.info(f"algorithms: {', '.join(s.oauth_algorithms)}; leeway {s.oauth_leeway_seconds}s")
+        self.info(f"algorithms: {', '.join(config.algorithms)}; leeway {config.leeway_seconds}s")
         self.info(f"MCP server URL (RFC 9728 resource): {s.mcp_server_url}")
-        introspector = build_introspector(s)
+        introspector = build_introspector(config, s)
         if introspector is not None:
             what = "tokens that are not JWTs, and JWTs it cannot judge locally"
-            what += "; every JWT after it verifies" if s.oauth_introspect_jwts else ""
-            self.info(f"introspection (RFC 7662): {what}; client {s.oauth_introspection_client_id!r}")
+            what += "; every JWT after it verifies" if config.introspect_jwts else ""
+            self.info(f"introspection (RFC 7662): {what}; client {config.introspection_client_id!r}")
         keys = await self._check_idp()
         if token is not None:
             token = token.strip()
@@ -67,7 +104,7 @@ class Doctor:
             if introspector is not None and refused in UNDECIDABLE_LOCALLY:
                 self.problems = problems  # what the JWT does not show is not a problem: the IdP's answer decides
             if introspector is not None and (
-                s.oauth_introspect_jwts or not is_jwt_shaped(token) or refused in UNDECIDABLE_LOCALLY
+                config.introspect_jwts or not is_jwt_shaped(token) or refused in UNDECIDABLE_LOCALLY
             ):
                 await self._explain_introspected(token, introspector)
         if introspector is not None:
@@ -78,20 +115,20 @@ class Doctor:
         return 0 if not self.problems else 1
 
     async def _check_idp(self) -> JWKSCache:
-        s = self.settings
+        s, config = self.settings, self.issuer
         self.report("Identity provider")
-        jwks_uri = s.oauth_jwks_uri
+        jwks_uri = config.jwks_uri
         async with httpx.AsyncClient(follow_redirects=False, timeout=s.oauth_http_timeout_seconds) as client:
             try:
                 discovered = await discover_jwks_uri(
-                    client, s.oauth_issuer, s.oauth_well_known_url, timeout=s.oauth_http_timeout_seconds
+                    client, config.issuer, config.well_known_url, timeout=s.oauth_http_timeout_seconds
                 )
-                self.check(True, f"discovery names issuer {s.oauth_issuer!r}; jwks_uri {discovered}")
+                self.check(True, f"discovery names issuer {config.issuer!r}; jwks_uri {discovered}")
                 jwks_uri = jwks_uri or discovered
             except FetchError as exc:
                 # A document naming another issuer means tokens will carry that iss, JWKS or not
                 # (Entra multi-tenant metadata names the {tenantid} template by design).
-                mismatch = isinstance(exc, IssuerMismatch) and not s.entra_multi_tenant
+                mismatch = isinstance(exc, IssuerMismatch) and not config.entra_multi_tenant
                 if mismatch:
                     self.check(False, f"discovery: {exc}", "set OAUTH_ISSUER to the issuer the IdP publishes, exactly")
                 elif jwks_uri:
@@ -99,7 +136,7 @@ class Doctor:
                 else:
                     self.check(False, f"discovery: {exc}", "set OAUTH_WELL_KNOWN_URL or OAUTH_JWKS_URI")
         keys = JWKSCache(
-            jwks_uri or "", ttl=s.oauth_jwks_cache_seconds, cooldown=0, timeout=s.oauth_http_timeout_seconds
+            jwks_uri or "", ttl=config.jwks_cache_seconds, cooldown=0, timeout=s.oauth_http_timeout_seconds
         )
         if jwks_uri:
             await keys.refresh()
@@ -115,7 +152,7 @@ class Doctor:
             return Reason.NOT_JWT
         header = unverified_header(token)
         alg, kid = header.get("alg"), header.get("kid")
-        self.check(alg in self.settings.oauth_algorithms, f"algorithm {shown(alg)} is allowed", "see OAUTH_ALGORITHMS")
+        self.check(alg in self.issuer.algorithms, f"algorithm {shown(alg)} is allowed", "see OAUTH_ALGORITHMS")
         self.check("crit" not in header, "no critical header extensions")
         if self.rules.required_typ:
             wanted = self.rules.required_typ.lower()
@@ -131,7 +168,7 @@ class Doctor:
         if not keys.ready:
             self.check(False, "VERDICT: cannot be checked without the IdP's signing keys (see above)")
             return Reason.KEYS_UNAVAILABLE
-        verifier = JwtVerifier(keys, self.rules, algorithms=self.settings.oauth_algorithms)
+        verifier = JwtVerifier(keys, self.rules, algorithms=self.issuer.algorithms)
         try:
             principal = await verifier.verify(token)
         except AuthError as exc:
@@ -146,14 +183,13 @@ class Doctor:
 
     async def _explain_introspected(self, token: str, introspector: Introspector) -> None:
         """The IdP's answer about the token, then each rule it must pass, as the server asks them."""
-        s = self.settings
         self.report("Token introspection (RFC 7662; the answer is shown, never the token or the client secret)")
         try:
             endpoint = await introspector.endpoint()
         except FetchError as exc:
             self.check(False, f"introspection endpoint: {exc}", "set OAUTH_INTROSPECTION_ENDPOINT")
             return
-        self.info(f"endpoint {endpoint}; client {s.oauth_introspection_client_id!r} ({introspector.auth_method})")
+        self.info(f"endpoint {endpoint}; client {self.issuer.introspection_client_id!r} ({introspector.auth_method})")
         try:
             answer = await introspector.ask(token)
         except IntrospectionUnavailable as exc:

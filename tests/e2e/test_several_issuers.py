@@ -18,12 +18,7 @@ from tests.e2e.conftest import LOOPBACK, ServerLauncher, ServerProcess, free_por
 from tests.e2e.oidc_idp import M2M_CLIENT, OidcProvider, OidcProviderLauncher, rsa_signer
 from tests.support import LEGACY_VERSION, MCP_HEADERS, bearer, rpc_body
 
-# The server side of issue 21 (several issuers) is built on another branch; until it is merged these tests fail.
-# The lead removes the xfail mark at merge; strict=False so the module passes on either side of the merge.
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.xfail(strict=False, reason="needs issue 21/22 server features: lead removes at merge"),
-]
+pytestmark = pytest.mark.e2e
 
 HTTP_TIMEOUT_SECONDS = 3  # OAUTH_HTTP_TIMEOUT_SECONDS: the longest a hanging JWKS may hold a request
 FAST_ENOUGH = 1.5  # seconds: B's token is answered well before A's hanging fetch times out
@@ -38,7 +33,11 @@ class Deployment:
 
 
 def issuers_file(path: Path, audience: str, *idps: OidcProvider) -> Path:
-    tables = [f'[[issuer]]\nissuer = "{idp.issuer}"\naudience = ["{audience}"]\n' for idp in idps]
+    # No refresh cooldown: a test that breaks an IdP's JWKS sees the very next fetch fail.
+    tables = [
+        f'[[issuer]]\nissuer = "{idp.issuer}"\naudience = ["{audience}"]\njwks_refresh_cooldown_seconds = 0\n'
+        for idp in idps
+    ]
     path.write_text("\n".join(tables))
     return path
 
@@ -58,7 +57,6 @@ def deployment(
             "OAUTH_ISSUERS_FILE": str(path),
             "MCP_SERVER_URL": mcp_url,
             "OAUTH_HTTP_TIMEOUT_SECONDS": str(HTTP_TIMEOUT_SECONDS),
-            "OAUTH_JWKS_REFRESH_COOLDOWN_SECONDS": "0",
         },
         port=port,
         ready_path="/readyz",
