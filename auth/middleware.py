@@ -1,7 +1,8 @@
 """Pure ASGI middleware: runs the pipeline for every protected request and attaches the caller.
 
 credential (auth.credential) -> verification (auth.jwt_verifier: key set, signature, typed claims, token
-rules, key binding) -> Principal -> required scopes. The outcome is one RequestAuth in the scope.
+rules) -> Principal -> key binding (auth.binding: DPoP proof, client certificate) -> required scopes.
+The outcome is one RequestAuth in the scope.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from auth.binding import KeyBinding
 from auth.challenge import ChallengeResponder
-from auth.credential import bearer_token
+from auth.credential import Credential, request_credential
 from auth.errors import AuthError, InsufficientScope, InvalidToken, MissingToken
 from auth.jwt_verifier import JwtVerifier
 from auth.principal import Principal
@@ -80,6 +82,7 @@ class BearerAuthMiddleware:
         *,
         responder: ChallengeResponder,
         resource: str,
+        binding: KeyBinding | None = None,
         required_scopes: Iterable[str] = (),
         public_paths: Iterable[str] = (),
         public_prefixes: Iterable[str] = ("/.well-known/",),
@@ -88,6 +91,7 @@ class BearerAuthMiddleware:
         self.verifier = verifier
         self.responder = responder
         self.resource = resource
+        self.binding = binding or KeyBinding()  # default: Bearer only (OAUTH_DPOP=off)
         self.required_scopes = tuple(required_scopes)
         self.public_paths = frozenset(public_paths)
         self.public_prefixes = tuple(public_prefixes)
@@ -108,28 +112,31 @@ class BearerAuthMiddleware:
                 set_request_auth(scope, RequestAuth("not_required"))
             await self.app(scope, receive, send)
             return
-        token = ""
+        credential: Credential | None = None
         try:
-            token = bearer_token(scope["headers"])
-            principal = await self.verifier.verify(token)
+            credential = request_credential(scope["headers"])
+            self.binding.admit(credential)
+            principal = await self.verifier.verify(credential.token)
+            binding = await self.binding.check(principal, credential, scope)
             if not principal.has_scopes(self.required_scopes):
                 raise InsufficientScope(self.required_scopes)
         except AuthError as exc:
-            await self._refuse(exc, token, scope, send)
+            await self._refuse(exc, credential, scope, send)
             return
 
-        user = AuthenticatedUser(access_token_for(principal, token, self.resource))
+        user = AuthenticatedUser(access_token_for(principal, credential.token, self.resource))
         scope["user"] = user
         scope["auth"] = AuthCredentials(user.access_token.scopes)
-        set_request_auth(scope, RequestAuth("ok", principal))
+        set_request_auth(scope, RequestAuth("ok", principal, binding=binding))
         context = auth_context_var.set(user)
         try:
             await self.app(scope, receive, send)
         finally:
             auth_context_var.reset(context)
 
-    async def _refuse(self, exc: AuthError, token: str, scope: Scope, send: Send) -> None:
-        """Answer a refusal, with its (rate-limited) log line; the token's own text is never logged."""
+    async def _refuse(self, exc: AuthError, credential: Credential | None, scope: Scope, send: Send) -> None:
+        """Answer a refusal, with its (rate-limited) log line; the token's (and proof's) text is never logged."""
+        token = credential.token if credential is not None else ""
         if not isinstance(exc, MissingToken) and self.refusal_log.allow():
             unlogged = self.refusal_log.note()
             if isinstance(exc, InvalidToken) and token:
@@ -138,5 +145,6 @@ class BearerAuthMiddleware:
                 logger.info("token refused: %s: %s%s", exc.description, explanation, unlogged)
             else:
                 logger.info("request refused (%s): %s%s", exc.status, exc.detail, unlogged)
-        set_request_auth(scope, RequestAuth(exc.error or "missing"))
-        await self.responder(exc, send)
+        scheme = credential.scheme if credential is not None else None
+        set_request_auth(scope, RequestAuth(exc.error or "missing", binding=scheme))
+        await self.responder(exc, send, scheme)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -18,8 +19,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 
+from auth.binding import KeyBinding
 from auth.challenge import ChallengeResponder
 from auth.discovery import DiscoveredJWKSUri
+from auth.dpop_nonce import NonceSource
+from auth.dpop_proof import ProofPolicy
 from auth.jwks_cache import JWKSCache
 from auth.jwt_verifier import JwtVerifier
 from auth.middleware import BearerAuthMiddleware
@@ -44,9 +48,12 @@ from web.well_known import resource_metadata_url, well_known_routes
 if TYPE_CHECKING:
     from tools.notes_store_postgres import PostgresNotesStore
 
+logger = logging.getLogger(__name__)
+
 MCP_PATH = "/mcp"
 CORS_ALLOW_HEADERS = [
     "Authorization",
+    "DPoP",
     "Content-Type",
     "Accept",
     "MCP-Protocol-Version",
@@ -56,7 +63,7 @@ CORS_ALLOW_HEADERS = [
     "Last-Event-ID",
     "X-Request-ID",
 ]
-CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "Mcp-Session-Id", "X-Request-ID"]
+CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "DPoP-Nonce", "Mcp-Session-Id", "X-Request-ID"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class Components:
 
     keys: JWKSCache
     verifier: JwtVerifier
+    binding: KeyBinding
     mcp: MCPServer
     store: SQLiteNotesStore | PostgresNotesStore
     metrics: Metrics
@@ -134,6 +142,31 @@ def build_jwks_cache(settings: Settings) -> JWKSCache:
     )
 
 
+def build_key_binding(settings: Settings) -> KeyBinding:
+    """The bind step from OAUTH_DPOP*: proof rules, the public URL proofs name, and nonces when asked for."""
+    if settings.oauth_dpop == "off":
+        return KeyBinding()
+    max_age = settings.oauth_dpop_max_age_seconds
+    nonces = None
+    if settings.oauth_dpop_nonce:
+        secret = settings.oauth_dpop_nonce_secret
+        if secret is None:
+            logger.warning(
+                "OAUTH_DPOP_NONCE: no OAUTH_DPOP_NONCE_SECRET set, so this process made its own: its DPoP nonces are "
+                "good on this replica only (set the same secret on every replica)"
+            )
+            nonces = NonceSource.generated(lifetime=max_age)
+        else:
+            nonces = NonceSource(secret.get_secret_value().encode(), lifetime=max_age)
+    return KeyBinding(
+        mode=settings.oauth_dpop,
+        policy=ProofPolicy(algorithms=frozenset(settings.oauth_dpop_algorithms), max_age=max_age),
+        server_url=settings.mcp_server_url,
+        endpoint_path=MCP_PATH,
+        nonces=nonces,
+    )
+
+
 def build_app(
     settings: Settings,
     *,
@@ -175,10 +208,14 @@ def build_app(
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
 
+    binding = build_key_binding(settings)
+    dpop_algorithms = settings.oauth_dpop_algorithms if settings.oauth_dpop != "off" else []
     responder = ChallengeResponder(
         resource_metadata_url=resource_metadata_url(settings.mcp_server_url),
         scopes=scopes,
         scope_prefix=settings.oauth_scope_prefix,
+        dpop_algorithms=dpop_algorithms,
+        bearer=settings.oauth_dpop != "required",
     )
     routes: list[BaseRoute] = [
         # The MCP endpoint first: every call would otherwise be matched against each route below in turn.
@@ -188,6 +225,8 @@ def build_app(
             issuer=settings.oauth_issuer,
             scopes=scopes,
             idp_metadata_url=settings.metadata_url,
+            dpop_algorithms=dpop_algorithms,
+            dpop_required=settings.oauth_dpop == "required",
         ),
         *health_routes(keys, store),
         *metrics_routes(metrics, settings.metrics_token),
@@ -228,6 +267,7 @@ def build_app(
             verifier=verifier,
             responder=responder,
             resource=settings.mcp_server_url,
+            binding=binding,
             required_scopes=settings.oauth_required_scopes,
             public_paths=["/healthz", "/readyz", METRICS_PATH],  # /metrics checks its own token
             public_prefixes=public_prefixes,
@@ -256,5 +296,7 @@ def build_app(
             await store.close()
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.components = Components(keys=keys, verifier=verifier, mcp=mcp, store=store, metrics=metrics)
+    app.state.components = Components(
+        keys=keys, verifier=verifier, binding=binding, mcp=mcp, store=store, metrics=metrics
+    )
     return app

@@ -18,6 +18,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNKNOWN_TOOL = "unknown"
 OTHER = "other"
+BINDINGS = frozenset({"bearer", "dpop", "mtls"})  # auth.binding; a bounded label set
 POOL_GAUGE_PREFIX = "mcp_notes_db_pool_"
 _METRIC_NAME_PART = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
@@ -103,9 +104,12 @@ class Metrics:
         self.requests: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self.durations: dict[str, Histogram] = {}
         self.auth_outcomes: defaultdict[str, int] = defaultdict(int)
+        self.auth_bindings: defaultdict[tuple[str, str], int] = defaultdict(int)  # (binding, outcome)
         self.tool_calls: defaultdict[tuple[str, str], int] = defaultdict(int)
 
-    def observe_request(self, *, path: str, method: str, status: int, seconds: float, auth: str | None) -> None:
+    def observe_request(
+        self, *, path: str, method: str, status: int, seconds: float, auth: str | None, binding: str | None = None
+    ) -> None:
         route = route_template(path)
         self.requests[(route, method if method in KNOWN_METHODS else OTHER, str(status))] += 1
         histogram = self.durations.get(route)
@@ -114,6 +118,8 @@ class Metrics:
         histogram.observe(seconds)
         if auth is not None:
             self.auth_outcomes[auth] += 1
+            if binding in BINDINGS:
+                self.auth_bindings[(binding, auth)] += 1
 
     def observe_tool_call(self, tool: object, outcome: str) -> None:
         name = tool if isinstance(tool, str) and tool in self.tool_names else UNKNOWN_TOOL
@@ -148,6 +154,14 @@ class MetricsCollector:
         for outcome, value in sorted(metrics.auth_outcomes.items()):
             outcomes.add_metric((outcome,), value)
         yield outcomes
+        bindings = CounterMetricFamily(
+            "mcp_auth_bindings",
+            "Authentication outcomes by how the token was presented (bearer, dpop, mtls).",
+            labels=("binding", "outcome"),
+        )
+        for labels, value in sorted(metrics.auth_bindings.items()):
+            bindings.add_metric(labels, value)
+        yield bindings
         tools = CounterMetricFamily(
             "mcp_tool_calls", "Tool calls by tool and outcome (ok, tool_error, refused).", labels=("tool", "outcome")
         )
