@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 import httpx
 
+from auth.binding import describe_confirmation
 from auth.claims import TokenClaims, shown
 from auth.discovery import IssuerMismatch, discover_jwks_uri
 from auth.errors import AuthError, InvalidToken, Reason
 from auth.http_fetch import FetchError
 from auth.jwks_cache import JWKSCache
 from auth.jwt_verifier import JwtVerifier
-from auth.token_rules import TokenRules
+from auth.token_rules import TokenRules, confirmation_of
 from auth.tooling.diagnostics import explain, shape_hint, unverified_claims, unverified_header
 from settings import Settings
 
@@ -123,7 +124,10 @@ class Doctor:
             self.check(False, f"VERDICT: valid, but refused with 403: missing required scope(s) {missing}")
             return
         kind = "machine" if principal.is_machine else "user"
-        self.check(True, f"VERDICT: accepted: subject {principal.subject!r}, client {principal.client_id!r}, {kind}")
+        bound = "" if principal.confirmation is None else f"; {describe_confirmation(principal.confirmation)}"
+        self.check(
+            True, f"VERDICT: accepted: subject {principal.subject!r}, client {principal.client_id!r}, {kind}{bound}"
+        )
 
     def _explain_claims(self, claims: TokenClaims) -> None:
         """Each claim rule the verifier enforces, asked the same way, with the cause when it fails."""
@@ -135,6 +139,8 @@ class Doctor:
                 self.check(False, rule.label(claims), _advice(exc))
             else:
                 self.check(True, rule.label(claims))
+        # The key binding is checked per request (auth.binding), not here: say what it will ask of each request.
+        self.info(describe_confirmation(confirmation_of(claims.confirmation)))
         scopes = sorted(claims.scopes(self.rules.scope_prefix))
         subject = shown(claims.subject)
         self.info(f"scopes: {scopes or 'none'}; client id: {claims.client_id!r}; subject: {subject}")
