@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from auth.dpop_proof import token_hash
-from auth.errors import Reason
 from tests.support import (
     BASE_URL,
     MCP_HEADERS,
