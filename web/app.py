@@ -19,7 +19,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 
-from auth.binding import KeyBinding
+from auth.binding import CertificateCheck, KeyBinding
 from auth.challenge import ChallengeResponder
 from auth.discovery import DiscoveredJWKSUri
 from auth.dpop_nonce import NonceSource
@@ -142,10 +142,11 @@ def build_jwks_cache(settings: Settings) -> JWKSCache:
     )
 
 
-def build_key_binding(settings: Settings) -> KeyBinding:
-    """The bind step from OAUTH_DPOP*: proof rules, the public URL proofs name, and nonces when asked for."""
+def build_key_binding(settings: Settings, *, certificate: CertificateCheck | None = None) -> KeyBinding:
+    """The bind step from OAUTH_DPOP*: proof rules, the public URL proofs name, and nonces when asked for;
+    `certificate` checks certificate-bound tokens (none: they are refused)."""
     if settings.oauth_dpop == "off":
-        return KeyBinding()
+        return KeyBinding(certificate=certificate)
     max_age = settings.oauth_dpop_max_age_seconds
     nonces = None
     if settings.oauth_dpop_nonce:
@@ -164,6 +165,7 @@ def build_key_binding(settings: Settings) -> KeyBinding:
         server_url=settings.mcp_server_url,
         endpoint_path=MCP_PATH,
         nonces=nonces,
+        certificate=certificate,
     )
 
 
