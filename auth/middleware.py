@@ -15,7 +15,7 @@ from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.binding import KeyBinding
 from auth.challenge import ChallengeResponder
@@ -45,6 +45,17 @@ def access_token_for(principal: Principal, token: str, resource: str) -> AccessT
         subject=principal.subject,
         claims=dict(principal.claims),
     )
+
+
+def with_header(send: Send, name: bytes, value: bytes) -> Send:
+    """`send` with one more header on the response start (a fresh DPoP nonce: clients need no 401 to renew it)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (name, value)]}
+        await send(message)
+
+    return sending
 
 
 class LogBudget:
@@ -128,6 +139,8 @@ class BearerAuthMiddleware:
         scope["user"] = user
         scope["auth"] = AuthCredentials(user.access_token.scopes)
         set_request_auth(scope, RequestAuth("ok", principal, binding=binding))
+        if binding == "dpop" and self.binding.nonces is not None:
+            send = with_header(send, b"dpop-nonce", self.binding.nonces.issue().encode())  # RFC 9449 section 8.2
         context = auth_context_var.set(user)
         try:
             await self.app(scope, receive, send)

@@ -90,7 +90,9 @@ def assert_ok(response: Any) -> dict[str, Any]:
 
 
 def test_a_bound_token_with_its_proof_calls_the_tools(client, bound, key):
-    assert assert_ok(dpop_call(client, bound, key.proof(token=bound)))["user_id"] == "user-123"
+    response = dpop_call(client, bound, key.proof(token=bound))
+    assert assert_ok(response)["user_id"] == "user-123"
+    assert "dpop-nonce" not in response.headers  # nonces are off by default
     assert assert_ok(dpop_call(client, bound, key.proof(token=bound)))  # a fresh proof for every request
 
 
@@ -271,7 +273,10 @@ def test_nonce_round_trip_and_a_nonce_from_another_replica(idp, bound, key):
             "use_dpop_nonce", "a fresh DPoP nonce is required: retry with the nonce in the DPoP-Nonce header"
         )
         nonce = asked.headers["dpop-nonce"]
-        assert_ok(dpop_call(one, bound, key.proof(token=bound, nonce=nonce)))
+        served = dpop_call(one, bound, key.proof(token=bound, nonce=nonce))
+        assert_ok(served)
+        renewed = served.headers["dpop-nonce"]  # each DPoP answer carries a fresh nonce for the next request
+        assert_ok(dpop_call(one, bound, key.proof(token=bound, nonce=renewed)))
         with app_client(oauth_dpop_nonce=True, oauth_dpop_nonce_secret=NONCE_SECRET) as another_replica:
             assert_ok(dpop_call(another_replica, bound, key.proof(token=bound, nonce=nonce)))
         with app_client(oauth_dpop_nonce=True, oauth_dpop_nonce_secret="t" * 32) as other_secret:
