@@ -34,6 +34,9 @@ SUPPORTED_ALGORITHMS = frozenset(
     }
 )
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+DEFAULT_DPOP_ALGORITHMS = ("ES256", "ES384", "RS256", "PS256", "EdDSA")
+DpopMode = Literal["allowed", "required", "off"]
+MIN_DPOP_NONCE_SECRET_CHARS = 32
 
 LogFormat = Literal["text", "json"]
 IntrospectionAuthMethod = Literal["client_secret_basic", "client_secret_post"]
@@ -97,6 +100,11 @@ def _check_database_url(raw: str) -> None:
     from tools.pg_url import check_database_url
 
     check_database_url(raw)  # its message never repeats the URL: it holds a password
+
+
+def _check_dpop_nonce_secret(raw: str) -> None:
+    if len(raw) < MIN_DPOP_NONCE_SECRET_CHARS:
+        raise ValueError(f"expected at least {MIN_DPOP_NONCE_SECRET_CHARS} characters (e.g. openssl rand -hex 32)")
 
 
 def _check_metrics_token(raw: str) -> None:
@@ -171,6 +179,16 @@ class Settings(SecretFileSettings):
     oauth_issuers_file: str = ""
     _file_issuers: tuple[IssuerConfig, ...] = PrivateAttr(default=())
 
+    # --- DPoP, sender-constrained tokens (RFC 9449; auth/binding.py) ------------------------------
+    # allowed: DPoP-bound tokens with proofs and unbound Bearer tokens; required: DPoP only; off: Bearer only.
+    oauth_dpop: DpopMode = "allowed"
+    oauth_dpop_algorithms: CommaList = Field(default_factory=lambda: list(DEFAULT_DPOP_ALGORITHMS))
+    # A proof's iat may be this far behind or ahead of the server's clock; its jti is remembered as long.
+    oauth_dpop_max_age_seconds: int = Field(default=300, ge=1, le=3600)
+    # Server nonces (RFC 9449 section 8): an HMAC'd timestamp, valid on every replica holding the same secret.
+    oauth_dpop_nonce: bool = False
+    oauth_dpop_nonce_secret: SecretStr | None = None
+
     # --- this server ---------------------------------------------------------------------------
     mcp_server_url: str = ""
     mcp_stateless: bool = True
@@ -229,6 +247,7 @@ class Settings(SecretFileSettings):
         "oauth_allowed_tenants",
         "oauth_client_ids",
         "oauth_algorithms",
+        "oauth_dpop_algorithms",
         "oauth_required_scopes",
         "mcp_allowed_hosts",
         "cors_allow_origins",
@@ -270,7 +289,7 @@ class Settings(SecretFileSettings):
                 raise ValueError(f"expected the MCP endpoint URL without a trailing slash, got {value!r}")
         return value
 
-    @field_validator("oauth_algorithms")
+    @field_validator("oauth_algorithms", "oauth_dpop_algorithms")
     @classmethod
     def _algorithms(cls, value: list[str]) -> list[str]:
         if not value:
@@ -368,6 +387,20 @@ class Settings(SecretFileSettings):
             except ValueError:
                 raise ValueError(f"expected IP addresses or CIDR networks like 10.0.0.0/8, got {item!r}") from None
         return value
+
+    @field_validator("oauth_dpop", mode="before")
+    @classmethod
+    def _dpop_mode(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value not in ("allowed", "required", "off"):
+                raise ValueError(f"expected allowed, required or off, got {value!r}")
+        return value
+
+    @field_validator("oauth_dpop_nonce_secret", mode="before")
+    @classmethod
+    def _dpop_nonce_secret(cls, value: Any) -> Any:
+        return _checked_secret(value, _check_dpop_nonce_secret)
 
     @field_validator("metrics_token", mode="before")
     @classmethod

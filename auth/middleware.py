@@ -1,7 +1,8 @@
 """Pure ASGI middleware: runs the pipeline for every protected request and attaches the caller.
 
 credential (auth.credential) -> verification (auth.token_source: a JWT by auth.jwt_verifier: key set, signature,
-typed claims, token rules, key binding; an opaque token by auth.introspection) -> Principal -> required scopes.
+typed claims, token rules; an opaque token by auth.introspection) -> Principal -> key binding (auth.binding: DPoP
+proof, client certificate) -> required scopes.
 The outcome is one RequestAuth in the scope.
 """
 
@@ -15,10 +16,11 @@ from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from auth.binding import KeyBinding
 from auth.challenge import ChallengeResponder
-from auth.credential import bearer_token
+from auth.credential import Credential, request_credential
 from auth.errors import AuthError, InsufficientScope, InvalidToken, MissingToken
 from auth.principal import Principal
 from auth.request_auth import RequestAuth, set_request_auth
@@ -43,6 +45,17 @@ def access_token_for(principal: Principal, token: str, resource: str) -> AccessT
         subject=principal.subject,
         claims=dict(principal.claims),
     )
+
+
+def with_header(send: Send, name: bytes, value: bytes) -> Send:
+    """`send` with one more header on the response start (a fresh DPoP nonce: clients need no 401 to renew it)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (name, value)]}
+        await send(message)
+
+    return sending
 
 
 class LogBudget:
@@ -80,6 +93,7 @@ class BearerAuthMiddleware:
         *,
         responder: ChallengeResponder,
         resource: str,
+        binding: KeyBinding | None = None,
         required_scopes: Iterable[str] = (),
         public_paths: Iterable[str] = (),
         public_prefixes: Iterable[str] = ("/.well-known/",),
@@ -91,6 +105,7 @@ class BearerAuthMiddleware:
         self.issuer_of = issuer_of
         self.responder = responder
         self.resource = resource
+        self.binding = binding or KeyBinding()  # default: Bearer only (OAUTH_DPOP=off)
         self.required_scopes = tuple(required_scopes)
         self.public_paths = frozenset(public_paths)
         self.public_prefixes = tuple(public_prefixes)
@@ -111,20 +126,25 @@ class BearerAuthMiddleware:
                 set_request_auth(scope, RequestAuth("not_required"))
             await self.app(scope, receive, send)
             return
-        token = ""
+        credential: Credential | None = None
         try:
-            token = bearer_token(scope["headers"])
-            principal = await self.verifier.verify(token)
+            credential = request_credential(scope["headers"])
+            self.binding.admit(credential)
+            principal = await self.verifier.verify(credential.token)
+            binding = await self.binding.check(principal, credential, scope)
             if not principal.has_scopes(self.required_scopes):
                 raise InsufficientScope(self.required_scopes)
         except AuthError as exc:
-            await self._refuse(exc, token, scope, send)
+            await self._refuse(exc, credential, scope, send)
             return
 
-        user = AuthenticatedUser(access_token_for(principal, token, self.resource))
+        user = AuthenticatedUser(access_token_for(principal, credential.token, self.resource))
         scope["user"] = user
         scope["auth"] = AuthCredentials(user.access_token.scopes)
-        set_request_auth(scope, RequestAuth("ok", principal, issuer=self._issuer_label(token, principal)))
+        issuer = self._issuer_label(credential.token, principal)
+        set_request_auth(scope, RequestAuth("ok", principal, issuer=issuer, binding=binding))
+        if binding == "dpop" and self.binding.nonces is not None:
+            send = with_header(send, b"dpop-nonce", self.binding.nonces.issue().encode())  # RFC 9449 section 8.2
         context = auth_context_var.set(user)
         try:
             await self.app(scope, receive, send)
@@ -134,8 +154,9 @@ class BearerAuthMiddleware:
     def _issuer_label(self, token: str, principal: Principal | None) -> str | None:
         return self.issuer_of(token, principal) if self.issuer_of is not None else None
 
-    async def _refuse(self, exc: AuthError, token: str, scope: Scope, send: Send) -> None:
-        """Answer a refusal, with its (rate-limited) log line; the token's own text is never logged."""
+    async def _refuse(self, exc: AuthError, credential: Credential | None, scope: Scope, send: Send) -> None:
+        """Answer a refusal, with its (rate-limited) log line; the token's (and proof's) text is never logged."""
+        token = credential.token if credential is not None else ""
         if not isinstance(exc, MissingToken) and self.refusal_log.allow():
             unlogged = self.refusal_log.note()
             if isinstance(exc, InvalidToken) and token:
@@ -143,5 +164,7 @@ class BearerAuthMiddleware:
                 logger.info("token refused: %s: %s%s", exc.description, explanation, unlogged)
             else:
                 logger.info("request refused (%s): %s%s", exc.status, exc.detail, unlogged)
-        set_request_auth(scope, RequestAuth(exc.error or "missing", issuer=self._issuer_label(token, None)))
-        await self.responder(exc, send)
+        scheme = credential.scheme if credential is not None else None
+        issuer = self._issuer_label(token, None)
+        set_request_auth(scope, RequestAuth(exc.error or "missing", issuer=issuer, binding=scheme))
+        await self.responder(exc, send, scheme)

@@ -198,25 +198,14 @@ class SubjectRule:
             raise InvalidToken(Reason.NO_SUBJECT, detail="no sub and no client id claim")
 
 
-@dataclass(frozen=True, slots=True)
-class BindingRule:
-    """A token bound to a key (`cnf`) is never a plain bearer token: whoever stole it would not need the key.
-    DPoP-bound (`jkt`, RFC 9449 section 7) and certificate-bound (`x5t#S256`, RFC 8705 section 3) alike."""
-
-    def label(self, claims: TokenClaims) -> str:
-        return "is not bound to a key (no cnf claim)"
-
-    def check(self, claims: TokenClaims, now: float) -> None:
-        if claims.confirmation is None:
-            return
-        members = claims.confirmation if isinstance(claims.confirmation, Mapping) else {}
-        if "jkt" in members:
-            why = "cnf.jkt: a DPoP-bound token sent with the Bearer scheme (RFC 9449 section 7)"
-        elif "x5t#S256" in members:
-            why = "cnf.x5t#S256: a certificate-bound token sent without its certificate (RFC 8705 section 3)"
-        else:
-            why = "cnf: a key-bound token sent as a bearer token (RFC 7800)"
-        raise InvalidToken(Reason.KEY_BOUND, detail=why)
+def confirmation_of(cnf: object) -> Mapping[str, str] | None:
+    """The `cnf` claim's string members; None only when there is no cnf. A cnf of another shape is still a binding
+    (an empty one, which no request can satisfy): a key-bound token never passes as a bearer token."""
+    if cnf is None:
+        return None
+    if not isinstance(cnf, Mapping):
+        return {}
+    return {name: value for name, value in cnf.items() if isinstance(name, str) and isinstance(value, str)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,8 +253,8 @@ class TokenRules:
         rules.append(self.audience)
         if self.client_ids:
             rules.append(ClientRule(self.client_ids))
-        rules += [SubjectRule(), BindingRule()]
-        return tuple(rules)
+        rules.append(SubjectRule())
+        return tuple(rules)  # a key binding (cnf) is checked per request, by auth.binding
 
     def typ_accepted(self, header: Mapping[str, Any]) -> bool:
         if self.required_typ is None:
@@ -300,5 +289,6 @@ class TokenRules:
             issued_at=None if claims.issued_at is None else datetime.fromtimestamp(claims.issued_at, tz=UTC),
             token_id=claims.token_id,
             is_machine=claims.is_machine,
+            confirmation=confirmation_of(claims.confirmation),
             claims=claims.raw,
         )

@@ -92,6 +92,7 @@ class AccessLog:
     def _record(self, scope: Scope, state: dict, status: int, seconds: float, request_id: str) -> None:
         auth = request_auth(scope)
         outcome = auth.outcome if auth is not None else None
+        binding = auth.binding if auth is not None else None  # bearer/dpop/mtls: never the token or proof
         # No more of the path than the line shows (one character more says it was cut): the entry waits for its
         # batch, and the client chose the path's length.
         path = scope["path"][: MAX_PATH_CHARS + 1]
@@ -103,6 +104,7 @@ class AccessLog:
                 seconds=seconds,
                 auth=outcome,
                 issuer=auth.issuer if auth is not None else None,
+                binding=binding,
             )
             for tool in auth.refused_tools if auth is not None else ():
                 self.metrics.observe_tool_call(tool, "refused")
@@ -121,6 +123,7 @@ class AccessLog:
             getattr(principal, "client_id", None),
             request_id,
             auth.issuer if auth is not None else None,
+            binding,
         )
         if not self.direct.defer(access_line, entry):
             message, fields = access_line(entry)
@@ -130,7 +133,7 @@ class AccessLog:
 def access_line(entry: tuple[object, ...]) -> tuple[str, dict[str, object]]:
     """The access line's message and extra fields, from what _record kept of the request (formatted later, when
     the log batch is written, on the default set-up)."""
-    method, path, status, seconds, client, outcome, subject, client_id, request_id, issuer = entry
+    method, path, status, seconds, client, outcome, subject, client_id, request_id, issuer, binding = entry
     fields: dict[str, object] = {
         "method": loggable(method, 16),
         "path": loggable(path, MAX_PATH_CHARS),
@@ -138,6 +141,7 @@ def access_line(entry: tuple[object, ...]) -> tuple[str, dict[str, object]]:
         "duration_ms": round(cast(float, seconds) * 1000, 1),
         "client": loggable(client),
         "auth": outcome,
+        "binding": binding,
         "subject": loggable(subject),
         "client_id": loggable(client_id),
         "request_id": request_id,
@@ -145,7 +149,7 @@ def access_line(entry: tuple[object, ...]) -> tuple[str, dict[str, object]]:
     }
     context = " ".join(
         f"{name}={fields[name]}"
-        for name in ("client", "auth", "subject", "client_id", "request_id", "issuer")
+        for name in ("client", "auth", "subject", "client_id", "request_id", "issuer", "binding")
         if fields[name] is not None
     )
     return ACCESS_FORMAT % (fields["method"], fields["path"], status, fields["duration_ms"], context), fields

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -18,8 +19,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 
+from auth.binding import CertificateCheck, KeyBinding
 from auth.challenge import ChallengeResponder
 from auth.discovery import DiscoveredJWKSUri
+from auth.dpop_nonce import NonceSource
+from auth.dpop_proof import ProofPolicy
 from auth.introspection import Introspector
 from auth.issuer_config import IssuerConfig
 from auth.issuer_router import IssuerRouter, IssuerVerifier
@@ -47,9 +51,12 @@ from web.well_known import resource_metadata_url, well_known_routes
 if TYPE_CHECKING:
     from tools.notes_store_postgres import PostgresNotesStore
 
+logger = logging.getLogger(__name__)
+
 MCP_PATH = "/mcp"
 CORS_ALLOW_HEADERS = [
     "Authorization",
+    "DPoP",
     "Content-Type",
     "Accept",
     "MCP-Protocol-Version",
@@ -59,7 +66,7 @@ CORS_ALLOW_HEADERS = [
     "Last-Event-ID",
     "X-Request-ID",
 ]
-CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "Mcp-Session-Id", "X-Request-ID"]
+CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "DPoP-Nonce", "Mcp-Session-Id", "X-Request-ID"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class Components:
     router: IssuerRouter
     source: TokenSource  # the first issuer's verify step: JWTs by `verifier`, opaque tokens by `introspector`
     introspector: Introspector | None
+    binding: KeyBinding
     mcp: MCPServer
     store: SQLiteNotesStore | PostgresNotesStore
     metrics: Metrics
@@ -166,6 +174,33 @@ def build_router(settings: Settings) -> IssuerRouter:
     )
 
 
+def build_key_binding(settings: Settings, *, certificate: CertificateCheck | None = None) -> KeyBinding:
+    """The bind step from OAUTH_DPOP*: proof rules, the public URL proofs name, and nonces when asked for;
+    `certificate` checks certificate-bound tokens (none: they are refused)."""
+    if settings.oauth_dpop == "off":
+        return KeyBinding(certificate=certificate)
+    max_age = settings.oauth_dpop_max_age_seconds
+    nonces = None
+    if settings.oauth_dpop_nonce:
+        secret = settings.oauth_dpop_nonce_secret
+        if secret is None:
+            logger.warning(
+                "OAUTH_DPOP_NONCE: no OAUTH_DPOP_NONCE_SECRET set, so this process made its own: its DPoP nonces are "
+                "good on this replica only (set the same secret on every replica)"
+            )
+            nonces = NonceSource.generated(lifetime=max_age)
+        else:
+            nonces = NonceSource(secret.get_secret_value().encode(), lifetime=max_age)
+    return KeyBinding(
+        mode=settings.oauth_dpop,
+        policy=ProofPolicy(algorithms=frozenset(settings.oauth_dpop_algorithms), max_age=max_age),
+        server_url=settings.mcp_server_url,
+        endpoint_path=MCP_PATH,
+        nonces=nonces,
+        certificate=certificate,
+    )
+
+
 def build_app(
     settings: Settings,
     *,
@@ -201,10 +236,14 @@ def build_app(
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
 
+    binding = build_key_binding(settings)
+    dpop_algorithms = settings.oauth_dpop_algorithms if settings.oauth_dpop != "off" else []
     responder = ChallengeResponder(
         resource_metadata_url=resource_metadata_url(settings.mcp_server_url),
         scopes=scopes,
         scope_prefix=settings.scope_prefix,
+        dpop_algorithms=dpop_algorithms,
+        bearer=settings.oauth_dpop != "required",
     )
     routes: list[BaseRoute] = [
         # The MCP endpoint first: every call would otherwise be matched against each route below in turn.
@@ -214,6 +253,8 @@ def build_app(
             issuers=[issuer.issuer for issuer in router.issuers],
             scopes=scopes,
             idp_metadata_url=first.config.metadata_url,  # several issuers: the first one's (documented)
+            dpop_algorithms=dpop_algorithms,
+            dpop_required=settings.oauth_dpop == "required",
         ),
         *health_routes(router.key_sets, store),
         *metrics_routes(metrics, settings.metrics_token),
@@ -254,6 +295,7 @@ def build_app(
             verifier=router,
             responder=responder,
             resource=settings.mcp_server_url,
+            binding=binding,
             required_scopes=settings.oauth_required_scopes,
             public_paths=["/healthz", "/readyz", METRICS_PATH],  # /metrics checks its own token
             public_prefixes=public_prefixes,
@@ -294,5 +336,6 @@ def build_app(
         mcp=mcp,
         store=store,
         metrics=metrics,
+        binding=binding,
     )
     return app

@@ -19,6 +19,7 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 UNKNOWN_TOOL = "unknown"
 OTHER = "other"
 NO_ISSUER = "none"  # the issuer label of an outcome no bearer check judged
+BINDINGS = frozenset({"bearer", "dpop", "mtls"})  # auth.binding; a bounded label set
 POOL_GAUGE_PREFIX = "mcp_notes_db_pool_"
 _METRIC_NAME_PART = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
@@ -105,10 +106,19 @@ class Metrics:
         self.durations: dict[str, Histogram] = {}
         # (outcome, issuer): the issuer is a configured one, "other" or "none" (RequestAuth.issuer), so bounded
         self.auth_outcomes: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.auth_bindings: defaultdict[tuple[str, str], int] = defaultdict(int)  # (binding, outcome)
         self.tool_calls: defaultdict[tuple[str, str], int] = defaultdict(int)
 
     def observe_request(
-        self, *, path: str, method: str, status: int, seconds: float, auth: str | None, issuer: str | None = None
+        self,
+        *,
+        path: str,
+        method: str,
+        status: int,
+        seconds: float,
+        auth: str | None,
+        issuer: str | None = None,
+        binding: str | None = None,
     ) -> None:
         route = route_template(path)
         self.requests[(route, method if method in KNOWN_METHODS else OTHER, str(status))] += 1
@@ -118,6 +128,8 @@ class Metrics:
         histogram.observe(seconds)
         if auth is not None:
             self.auth_outcomes[(auth, issuer or NO_ISSUER)] += 1
+            if binding in BINDINGS:
+                self.auth_bindings[(binding, auth)] += 1
 
     def observe_tool_call(self, tool: object, outcome: str) -> None:
         name = tool if isinstance(tool, str) and tool in self.tool_names else UNKNOWN_TOOL
@@ -154,6 +166,14 @@ class MetricsCollector:
         for labels, value in sorted(metrics.auth_outcomes.items()):
             outcomes.add_metric(labels, value)
         yield outcomes
+        bindings = CounterMetricFamily(
+            "mcp_auth_bindings",
+            "Authentication outcomes by how the token was presented (bearer, dpop, mtls).",
+            labels=("binding", "outcome"),
+        )
+        for labels, value in sorted(metrics.auth_bindings.items()):
+            bindings.add_metric(labels, value)
+        yield bindings
         tools = CounterMetricFamily(
             "mcp_tool_calls", "Tool calls by tool and outcome (ok, tool_error, refused).", labels=("tool", "outcome")
         )

@@ -24,12 +24,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from auth.errors import Reason, Refusal
+from auth.dpop_proof import ProofPolicy, proof_header, verify_proof
+from auth.dpop_replay import ReplayGuard
+from auth.errors import AuthError, Reason, Refusal
 from auth.refusal import refusal_response
+from settings import DEFAULT_DPOP_ALGORITHMS
 
 DEV_ISSUER_PATH = "/dev-issuer"
 _MAX_FORM_BYTES = 16 * 1024
 MAX_OPAQUE_TOKENS = 10_000  # the oldest issued opaque token is forgotten (then inactive) beyond this
+# DPoP proofs at the token endpoint (RFC 9449 section 5): the server's default algorithms and window.
+DPOP_POLICY = ProofPolicy(algorithms=frozenset(DEFAULT_DPOP_ALGORITHMS), max_age=300)
 
 
 class TokenRequestError(Refusal):
@@ -63,6 +68,7 @@ class DevIssuer:
         self.lifetime = lifetime
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = "dev-" + secrets.token_hex(8)
+        self._dpop_replay = ReplayGuard(window=DPOP_POLICY.max_age)
 
     # --- documents -----------------------------------------------------------------------------
     def jwks(self) -> dict[str, object]:
@@ -84,6 +90,7 @@ class DevIssuer:
             "response_types_supported": ["token"],
             "scopes_supported": list(self.scopes),
             "id_token_signing_alg_values_supported": ["RS256"],
+            "dpop_signing_alg_values_supported": sorted(DPOP_POLICY.algorithms),
             "subject_types_supported": ["public"],
             **self._opaque_metadata(),
         }
@@ -100,7 +107,8 @@ class DevIssuer:
         }
 
     # --- tokens --------------------------------------------------------------------------------
-    def mint(self, scopes: Iterable[str] | None = None, *, lifetime: int | None = None) -> str:
+    def mint(self, scopes: Iterable[str] | None = None, *, lifetime: int | None = None, jkt: str | None = None) -> str:
+        """An access token; bound to the DPoP key with thumbprint `jkt` when given (RFC 9449 section 6)."""
         now = int(time.time())
         granted = self.scopes if scopes is None else tuple(scopes)
         claims = {
@@ -114,6 +122,8 @@ class DevIssuer:
             "exp": now + (lifetime or self.lifetime),
             "jti": secrets.token_urlsafe(16),
         }
+        if jkt is not None:
+            claims["cnf"] = {"jkt": jkt}
         if self.opaque:
             return self._mint_opaque(claims)
         return jwt.encode(
@@ -136,7 +146,7 @@ class DevIssuer:
         claims = self._opaque.get(token)
         if claims is None or claims["exp"] <= time.time():
             return {"active": False}
-        return {"active": True, "token_type": "Bearer", **claims}
+        return {"active": True, "token_type": "DPoP" if "cnf" in claims else "Bearer", **claims}
 
     def revoke(self, form: dict[str, list[str]], authorization: str | None) -> dict[str, object]:
         """RFC 7009: the token is inactive from now on (an unknown token is no error); the answer is empty."""
@@ -153,8 +163,26 @@ class DevIssuer:
             raise TokenRequestError("invalid_request", "the token parameter is required")
         return token
 
-    def token_response(self, form: dict[str, list[str]], authorization: str | None) -> dict[str, object]:
-        """RFC 6749 section 4.4 with client_secret_basic or client_secret_post, RFC 8707 `resource`."""
+    def dpop_thumbprint(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """The key thumbprint of the token request's DPoP proof (htm POST, htu this token endpoint), or None when
+        the request carries none; TokenRequestError invalid_dpop_proof when it is not valid (RFC 9449 section 5)."""
+        try:
+            proof_text = proof_header(headers)
+            if proof_text is None:
+                return None
+            url = f"{self.issuer}/token"
+            proof = verify_proof(proof_text, method="POST", url=url, policy=DPOP_POLICY, now=time.time())
+        except AuthError as exc:
+            raise TokenRequestError("invalid_dpop_proof", exc.description) from None
+        if not self._dpop_replay.first_use(proof.thumbprint, proof.jti, proof.issued_at):
+            raise TokenRequestError("invalid_dpop_proof", Reason.DPOP_REPLAY.value)
+        return proof.thumbprint
+
+    def token_response(
+        self, form: dict[str, list[str]], authorization: str | None, *, jkt: str | None = None
+    ) -> dict[str, object]:
+        """RFC 6749 section 4.4 with client_secret_basic or client_secret_post, RFC 8707 `resource`; with `jkt`
+        (the request's DPoP proof key) a DPoP-bound token."""
         values = {name: items[0] for name, items in form.items() if len(items) == 1}
         if any(len(items) > 1 for items in form.values()):
             raise TokenRequestError("invalid_request", "parameters must not repeat")
@@ -176,8 +204,8 @@ class DevIssuer:
             raise TokenRequestError("invalid_scope", f"unknown scope: {' '.join(unknown)}")
         granted = tuple(requested) if requested else self.scopes
         return {
-            "access_token": self.mint(granted),
-            "token_type": "Bearer",
+            "access_token": self.mint(granted, jkt=jkt),
+            "token_type": "Bearer" if jkt is None else "DPoP",
             "expires_in": self.lifetime,
             "scope": " ".join(granted),
         }
@@ -227,7 +255,8 @@ class DevIssuer:
                     keep_blank_values=True,
                     strict_parsing=False,
                 )
-                answer = self.token_response(form, request.headers.get("authorization"))
+                jkt = self.dpop_thumbprint(request.headers.raw)
+                answer = self.token_response(form, request.headers.get("authorization"), jkt=jkt)
             except TokenRequestError as exc:
                 if exc.status == 401:
                     raw_headers.append((b"www-authenticate", b'Basic realm="dev-issuer"'))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import httpx
 
+from auth.binding import describe_confirmation
 from auth.claims import TokenClaims, shown
 from auth.discovery import IssuerMismatch, discover_jwks_uri
 from auth.errors import AuthError, IntrospectionUnavailable, InvalidToken, Reason
@@ -17,7 +18,7 @@ from auth.issuer_router import unverified_issuer
 from auth.jwks_cache import JWKSCache
 from auth.jwt_verifier import JwtVerifier
 from auth.principal import Principal
-from auth.token_rules import TokenRules
+from auth.token_rules import TokenRules, confirmation_of
 from auth.token_source import UNDECIDABLE_LOCALLY, build_introspector, is_jwt_shaped
 from auth.tooling.diagnostics import explain, shape_hint, unverified_claims, unverified_header
 from settings import Settings
@@ -223,7 +224,10 @@ class Doctor:
             self.check(False, f"VERDICT: valid, but refused with 403: missing required scope(s) {missing}")
             return
         kind = "machine" if principal.is_machine else "user"
-        self.check(True, f"VERDICT: accepted: subject {principal.subject!r}, client {principal.client_id!r}, {kind}")
+        bound = "" if principal.confirmation is None else f"; {describe_confirmation(principal.confirmation)}"
+        self.check(
+            True, f"VERDICT: accepted: subject {principal.subject!r}, client {principal.client_id!r}, {kind}{bound}"
+        )
 
     def _explain_claims(self, claims: TokenClaims, rules: TokenRules | None = None) -> None:
         """Each claim rule the verifier enforces, asked the same way, with the cause when it fails."""
@@ -236,6 +240,8 @@ class Doctor:
                 self.check(False, rule.label(claims), _advice(exc))
             else:
                 self.check(True, rule.label(claims))
+        # The key binding is checked per request (auth.binding), not here: say what it will ask of each request.
+        self.info(describe_confirmation(confirmation_of(claims.confirmation)))
         scopes = sorted(claims.scopes(rules.scope_prefix))
         subject = shown(claims.subject)
         self.info(f"scopes: {scopes or 'none'}; client id: {claims.client_id!r}; subject: {subject}")

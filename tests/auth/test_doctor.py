@@ -96,6 +96,17 @@ async def test_a_client_credentials_token_is_reported_as_a_machine(idp: FakeIdP,
     assert verdict(report) == f"[ok] VERDICT: accepted: subject '{CLIENT_ID}@clients', client '{CLIENT_ID}', machine"
 
 
+async def test_a_dpop_bound_token_is_explained_as_needing_a_proof(idp: FakeIdP, signer: Signer) -> None:
+    token = signer.token(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
+
+    code, report = await diagnose(make_settings(), token)
+
+    assert code == 0
+    bound = "bound to a DPoP key (cnf.jkt): must be sent with the DPoP scheme and a proof (RFC 9449)"
+    assert f"[info] {bound}" in report
+    assert verdict(report) == f"[ok] VERDICT: accepted: subject 'user-123', client 'client-abc', user; {bound}"
+
+
 async def test_without_a_token_only_configuration_and_idp_are_checked(idp: FakeIdP) -> None:
     code, report = await diagnose(make_settings(oauth_jwks_uri=None), None)
 

@@ -19,9 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from client import DPoPAuth, DPoPKey, TokenManager
 from tests.e2e.conftest import PROJECT_ROOT, ServerLauncher, ServerProcess
 
-# LEAD, AT MERGE: delete the xfail marker below once branch "dpop" (server-side DPoP and the dev issuer's
-# DPoP-bound tokens) is merged; these tests must then pass. Until then the dev issuer answers Bearer.
-pytestmark = [pytest.mark.e2e, pytest.mark.xfail(strict=False, reason="needs server DPoP (merge)")]
+pytestmark = pytest.mark.e2e
 
 CLI_TIMEOUT = 60
 DEV_CLIENT = ("dev-client", "dev-secret")

@@ -22,12 +22,7 @@ from tests.e2e.conftest import LOOPBACK, PROJECT_ROOT, ServerLauncher, ServerPro
 from tests.e2e.oidc_idp import M2M_CLIENT, DpopKey, OidcProvider, OidcProviderLauncher
 from tests.support import LEGACY_VERSION, MCP_HEADERS, rpc_body
 
-# The server side of issue 22 (DPoP) and the client's --dpop are built on other branches; until they are merged
-# these tests fail. The lead removes the xfail mark at merge; strict=False so the module passes on either side.
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.xfail(strict=False, reason="needs issue 21/22 server features: lead removes at merge"),
-]
+pytestmark = pytest.mark.e2e
 
 DEFAULT_ALGS = "ES256 ES384 RS256 PS256 EdDSA"  # OAUTH_DPOP_ALGORITHMS' default, as the challenge lists it
 PUBLIC_URL = "https://public.example/prefix/mcp"  # MCP_SERVER_URL behind the simulated gateway

@@ -31,7 +31,7 @@ FIELDS = {
 }
 TEXT_LINE = re.compile(
     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO access: POST /mcp 200 \d+\.\dms client=testclient auth=ok "
-    r"subject=user-123 client_id=client-abc request_id=direct-1 issuer=https://idp.example.com/"
+    r"subject=user-123 client_id=client-abc request_id=direct-1 issuer=https://idp.example.com/ binding=bearer"
 )
 
 
