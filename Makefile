@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 # The MCP Inspector CLI and the Node 22 it runs on, pinned by the lock file, for tests/e2e/test_inspector.py.
 INSPECTOR_DIR := tests/e2e/inspector
 INSPECTOR_STAMP := $(INSPECTOR_DIR)/node_modules/.installed-$(shell cksum < $(INSPECTOR_DIR)/package-lock.json | cut -d' ' -f1)
+# panva's oidc-provider and the same Node 22, pinned by the lock file: the real IdP of the tests/e2e oidc-provider tests.
+OIDC_PROVIDER_DIR := tests/e2e/oidc_provider
+OIDC_PROVIDER_STAMP := $(OIDC_PROVIDER_DIR)/node_modules/.installed-$(shell cksum < $(OIDC_PROVIDER_DIR)/package-lock.json | cut -d' ' -f1)
 
 .PHONY: dev run client test lint format clean lock image
 
@@ -21,6 +24,10 @@ $(INSPECTOR_STAMP): $(INSPECTOR_DIR)/package.json $(INSPECTOR_DIR)/package-lock.
 	cd $(INSPECTOR_DIR) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 	touch $(INSPECTOR_STAMP)
 
+$(OIDC_PROVIDER_STAMP): $(OIDC_PROVIDER_DIR)/package.json $(OIDC_PROVIDER_DIR)/package-lock.json
+	cd $(OIDC_PROVIDER_DIR) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $(OIDC_PROVIDER_STAMP)
+
 dev: $(STAMP)
 	$(if $(HOST),HOST=$(HOST)) $(if $(PORT),PORT=$(PORT)) $(BIN)/python server.py --dev
 
@@ -31,7 +38,7 @@ run: $(STAMP)
 client: $(STAMP)
 	$(BIN)/python -m client $(ARGS)
 
-test: $(STAMP) $(INSPECTOR_STAMP)
+test: $(STAMP) $(INSPECTOR_STAMP) $(OIDC_PROVIDER_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
@@ -101,4 +108,4 @@ image:
 	docker build -t mcp-oauth-resource-server:local .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache $(INSPECTOR_DIR)/node_modules
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(INSPECTOR_DIR)/node_modules $(OIDC_PROVIDER_DIR)/node_modules

@@ -13,7 +13,7 @@ from sse_starlette.sse import AppStatus
 from starlette.types import ASGIApp
 
 from auth.tooling.dev_issuer import DEV_ISSUER_PATH, DevIssuer
-from auth.tooling.doctor import Doctor
+from auth.tooling.doctor import run_doctor
 from settings import Settings, SettingsError, is_loopback_host, load_settings
 from web.app import build_app, scopes_supported
 from web.log_format import configure_logging
@@ -59,11 +59,13 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
     issuer_url = f"http://{host}:{settings.port}{DEV_ISSUER_PATH}"
     # A production MCP_SERVER_URL / OAUTH_AUDIENCE (e.g. from .env) would make this server refuse its own tokens.
     server_url = f"http://{host}:{settings.port}/mcp"
+    opaque = settings.dev_token_format == "opaque"  # noqa: S105 - a format name, not a secret
     overrides = {
         "mcp_server_url": server_url,
         "oauth_audience": [server_url],
         "oauth_provider": "oidc",
         "oauth_issuer": issuer_url,
+        "oauth_issuers_file": "",  # the dev issuer is the only one trusted
         "oauth_jwks_uri": None,
         "oauth_well_known_url": None,
         # a preset's rules from .env would refuse the dev issuer's tokens
@@ -71,6 +73,12 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
         "oauth_allowed_tenants": [],
         "oauth_required_typ": "",
         "oauth_scope_prefix": "",
+        # opaque tokens: introspected at the dev issuer itself, with the dev client; else no introspection at all
+        "oauth_introspection_endpoint": f"{issuer_url}/introspect" if opaque else None,
+        "oauth_introspection_client_id": settings.dev_client_id if opaque else "",
+        "oauth_introspection_client_secret": settings.dev_client_secret if opaque else None,
+        "oauth_introspection_auth_method": "client_secret_basic",
+        "oauth_introspection_audience_optional": False,
     }
     dev = settings.model_copy(update=overrides)
     issuer = DevIssuer(
@@ -80,14 +88,21 @@ def dev_settings(settings: Settings) -> tuple[Settings, DevIssuer]:
         client_id=dev.dev_client_id,
         client_secret=dev.dev_client_secret.get_secret_value(),
         lifetime=dev.dev_token_lifetime_seconds,
+        opaque=opaque,
     )
     return dev, issuer
 
 
-def print_dev_banner(settings: Settings, issuer: DevIssuer, ignored_issuer: str) -> None:
+def print_dev_banner(settings: Settings, issuer: DevIssuer, ignored_setting: str) -> None:
+    """`ignored_setting`: the configured issuer setting dev mode sets aside, as NAME=value ("" when none)."""
     token = issuer.mint()
     line = "=" * 78
-    ignored = f"\n  (OAUTH_ISSUER={ignored_issuer} is ignored in dev mode)" if ignored_issuer else ""
+    ignored = f"\n  ({ignored_setting} is ignored in dev mode)" if ignored_setting else ""
+    opaque = (
+        f"\n  Opaque tokens  checked at {issuer.issuer}/introspect (RFC 7662); revoke at {issuer.issuer}/revoke"
+        if issuer.opaque
+        else ""
+    )
     print(
         f"""{line}
   DEVELOPMENT MODE: tokens come from an embedded issuer, not from a real IdP.
@@ -95,7 +110,7 @@ def print_dev_banner(settings: Settings, issuer: DevIssuer, ignored_issuer: str)
 {line}
   MCP endpoint   {settings.mcp_server_url}
   Issuer         {issuer.issuer}
-  Token endpoint {issuer.issuer}/token   (client {issuer.client_id}, secret from DEV_CLIENT_SECRET)
+  Token endpoint {issuer.issuer}/token   (client {issuer.client_id}, secret from DEV_CLIENT_SECRET){opaque}
 
   A token with every tool scope, valid {issuer.lifetime // 60} minutes:
 
@@ -151,12 +166,13 @@ def main(argv: list[str] | None = None) -> int:
             settings.log_flush_seconds,
             trace_ids=bool(exporters_of(settings)),
         )
-        configured_issuer = settings.oauth_issuer
+        configured = {"OAUTH_ISSUER": settings.oauth_issuer, "OAUTH_ISSUERS_FILE": settings.oauth_issuers_file}
+        ignored_setting = next((f"{name}={value}" for name, value in configured.items() if value), "")
         if args.dev:
             settings, issuer = dev_settings(settings)
         if args.command == "doctor":
             settings.require_issuer()
-            return asyncio.run(Doctor(settings, print).run(read_token(args.token)))
+            return asyncio.run(run_doctor(settings, print, read_token(args.token)))
         # Before the app is built: the SDK's own middleware stays only when a provider is installed.
         provider = start_tracing(settings)
         app = build_app(
@@ -170,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
     if issuer is not None:
-        print_dev_banner(settings, issuer, configured_issuer)
+        print_dev_banner(settings, issuer, ignored_setting)
     config = uvicorn_config(app, settings)
     # sse-starlette ends every SSE stream once uvicorn starts shutting down, which cut legacy-era answers
     # still in flight; the grace period covers them instead (a stream still open when it ends is cancelled).

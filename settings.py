@@ -5,15 +5,18 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from auth import providers
 from auth.providers import Provider
 from secret_files import SecretFileError, SecretFileSettings, file_variable
+
+if TYPE_CHECKING:
+    from auth.issuer_config import IssuerConfig
 
 # Asymmetric JWS algorithms this server can verify; HS* and "none" are never among them.
 SUPPORTED_ALGORITHMS = frozenset(
@@ -31,8 +34,12 @@ SUPPORTED_ALGORITHMS = frozenset(
     }
 )
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+DEFAULT_DPOP_ALGORITHMS = ("ES256", "ES384", "RS256", "PS256", "EdDSA")
+DpopMode = Literal["allowed", "required", "off"]
+MIN_DPOP_NONCE_SECRET_CHARS = 32
 
 LogFormat = Literal["text", "json"]
+IntrospectionAuthMethod = Literal["client_secret_basic", "client_secret_post"]
 LOOPBACK_PROXIES = ("127.0.0.1", "::1")
 MIN_METRICS_TOKEN_CHARS = 16
 TRACES_EXPORTERS = ("otlp", "console", "none")
@@ -105,6 +112,11 @@ def _check_database_url(raw: str) -> None:
     check_database_url(raw)  # its message never repeats the URL: it holds a password
 
 
+def _check_dpop_nonce_secret(raw: str) -> None:
+    if len(raw) < MIN_DPOP_NONCE_SECRET_CHARS:
+        raise ValueError(f"expected at least {MIN_DPOP_NONCE_SECRET_CHARS} characters (e.g. openssl rand -hex 32)")
+
+
 def _check_metrics_token(raw: str) -> None:
     # The value itself never goes into the message: it is a secret.
     if raw != raw.strip() or any(char.isspace() or not char.isprintable() for char in raw):
@@ -156,6 +168,36 @@ class Settings(SecretFileSettings):
     oauth_token_cache_entries: int = Field(default=10_000, ge=0, le=1_000_000)
     oauth_token_cache_seconds: float = Field(default=300, gt=0, le=3600)
     oauth_refusal_cache_seconds: float = Field(default=5, ge=0, le=60)
+
+    # --- opaque tokens: introspection (RFC 7662) ---------------------------------------------------
+    # On when the client id is set: a token that is not a JWT (or a JWT the server cannot judge locally) is then
+    # asked about at the IdP's introspection endpoint (from discovery unless set), with this client's credentials.
+    oauth_introspection_endpoint: str | None = None
+    oauth_introspection_client_id: str = ""
+    oauth_introspection_client_secret: SecretStr | None = None
+    oauth_introspection_auth_method: IntrospectionAuthMethod = "client_secret_basic"
+    oauth_introspection_cache_seconds: float = Field(default=60, gt=0, le=3600)
+    # Some IdPs' answers carry no `aud` (Okta's org server, Keycloak without an audience mapper): then only the
+    # client ids in OAUTH_CLIENT_IDS decide, and a present `aud` must still name this resource.
+    oauth_introspection_audience_optional: bool = False
+    # JWTs too, after they verify locally: a revoked JWT is refused within OAUTH_INTROSPECTION_CACHE_SECONDS.
+    oauth_introspect_jwts: bool = False
+
+    # --- several trusted issuers ----------------------------------------------------------------
+    # A TOML file with one [[issuer]] table per trusted issuer (auth/issuer_config.py); each table holds the
+    # per-issuer settings above, so those variables are refused next to it (OAUTH_ISSUER among them).
+    oauth_issuers_file: str = ""
+    _file_issuers: tuple[IssuerConfig, ...] = PrivateAttr(default=())
+
+    # --- DPoP, sender-constrained tokens (RFC 9449; auth/binding.py) ------------------------------
+    # allowed: DPoP-bound tokens with proofs and unbound Bearer tokens; required: DPoP only; off: Bearer only.
+    oauth_dpop: DpopMode = "allowed"
+    oauth_dpop_algorithms: CommaList = Field(default_factory=lambda: list(DEFAULT_DPOP_ALGORITHMS))
+    # A proof's iat may be this far behind or ahead of the server's clock; its jti is remembered as long.
+    oauth_dpop_max_age_seconds: int = Field(default=300, ge=1, le=3600)
+    # Server nonces (RFC 9449 section 8): an HMAC'd timestamp, valid on every replica holding the same secret.
+    oauth_dpop_nonce: bool = False
+    oauth_dpop_nonce_secret: SecretStr | None = None
 
     # --- this server ---------------------------------------------------------------------------
     mcp_server_url: str = ""
@@ -215,12 +257,15 @@ class Settings(SecretFileSettings):
     dev_client_id: str = "dev-client"
     dev_client_secret: SecretStr = SecretStr("dev-secret")
     dev_token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
+    # opaque: random tokens the dev issuer answers for at its introspection endpoint (RFC 7662)
+    dev_token_format: Literal["jwt", "opaque"] = "jwt"  # noqa: S105 - a format name, not a secret
 
     @field_validator(
         "oauth_audience",
         "oauth_allowed_tenants",
         "oauth_client_ids",
         "oauth_algorithms",
+        "oauth_dpop_algorithms",
         "oauth_required_scopes",
         "mcp_allowed_hosts",
         "cors_allow_origins",
@@ -246,7 +291,7 @@ class Settings(SecretFileSettings):
             raise ValueError(f"expected the issuer URL, not an endpoint or metadata URL, got {value!r}")
         return value
 
-    @field_validator("oauth_jwks_uri", "oauth_well_known_url")
+    @field_validator("oauth_jwks_uri", "oauth_well_known_url", "oauth_introspection_endpoint")
     @classmethod
     def _optional_url(cls, value: str | None) -> str | None:
         if value in (None, ""):
@@ -262,7 +307,7 @@ class Settings(SecretFileSettings):
                 raise ValueError(f"expected the MCP endpoint URL without a trailing slash, got {value!r}")
         return value
 
-    @field_validator("oauth_algorithms")
+    @field_validator("oauth_algorithms", "oauth_dpop_algorithms")
     @classmethod
     def _algorithms(cls, value: list[str]) -> list[str]:
         if not value:
@@ -298,6 +343,11 @@ class Settings(SecretFileSettings):
         if not value.strip():
             raise ValueError('expected a file path, or ":memory:" for a throwaway database')
         return value
+
+    @field_validator("oauth_introspection_client_secret", mode="before")
+    @classmethod
+    def _introspection_secret(cls, value: Any) -> Any:
+        return _checked_secret(value, lambda raw: None)  # any text the IdP issued; blank counts as unset
 
     @field_validator("notes_database_url", mode="before")
     @classmethod
@@ -374,6 +424,20 @@ class Settings(SecretFileSettings):
             if value not in ("rfc9440", "pem-urlencoded"):
                 raise ValueError(f"expected rfc9440 or pem-urlencoded, got {value!r}")
         return value
+
+    @field_validator("oauth_dpop", mode="before")
+    @classmethod
+    def _dpop_mode(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value not in ("allowed", "required", "off"):
+                raise ValueError(f"expected allowed, required or off, got {value!r}")
+        return value
+
+    @field_validator("oauth_dpop_nonce_secret", mode="before")
+    @classmethod
+    def _dpop_nonce_secret(cls, value: Any) -> Any:
+        return _checked_secret(value, _check_dpop_nonce_secret)
 
     @field_validator("metrics_token", mode="before")
     @classmethod
@@ -461,6 +525,12 @@ class Settings(SecretFileSettings):
             object.__setattr__(self, "mcp_server_url", f"http://{host}:{self.port}/mcp")
         if not self.oauth_audience:
             object.__setattr__(self, "oauth_audience", [self.mcp_server_url])
+        self._check_introspection()
+        if self.oauth_issuers_file:
+            # Imported here: the loader validates each table with this very class.
+            from auth.issuer_config import load_issuers_file
+
+            self._file_issuers = load_issuers_file(self)
         if self.notes_db_pool_min > self.notes_db_pool_max:
             raise ValueError(
                 f"NOTES_DB_POOL_MIN: {self.notes_db_pool_min} is more than NOTES_DB_POOL_MAX ({self.notes_db_pool_max})"
@@ -476,7 +546,38 @@ class Settings(SecretFileSettings):
             )
         return self
 
+    def _check_introspection(self) -> None:
+        if not self.oauth_introspection_client_id:
+            for name in ("oauth_introspect_jwts", "oauth_introspection_audience_optional"):
+                if getattr(self, name):
+                    raise ValueError(f"{name.upper()}: needs OAUTH_INTROSPECTION_CLIENT_ID (introspection is off)")
+            return
+        if self.oauth_introspection_client_secret is None:
+            raise ValueError(
+                "OAUTH_INTROSPECTION_CLIENT_SECRET: missing; required when OAUTH_INTROSPECTION_CLIENT_ID is set "
+                "(or set OAUTH_INTROSPECTION_CLIENT_SECRET_FILE)"
+            )
+        if self.oauth_introspection_audience_optional and not self.oauth_client_ids:
+            raise ValueError(
+                "OAUTH_INTROSPECTION_AUDIENCE_OPTIONAL: needs OAUTH_CLIENT_IDS (when answers may lack an audience, "
+                "the client ids decide which tokens are for this server)"
+            )
+
     # --- derived views -------------------------------------------------------------------------
+    @property
+    def introspection_enabled(self) -> bool:
+        return bool(self.oauth_introspection_client_id)
+
+    @property
+    def issuers(self) -> tuple[IssuerConfig, ...]:
+        """Every trusted issuer: the [[issuer]] tables of OAUTH_ISSUERS_FILE in file order, else the one the
+        OAUTH_* variables describe."""
+        if self.oauth_issuers_file:
+            return self._file_issuers
+        from auth.issuer_config import IssuerConfig
+
+        return (IssuerConfig.from_settings(self),)
+
     @property
     def entra_multi_tenant(self) -> bool:
         return providers.is_entra_multi_tenant(self.oauth_provider, self.oauth_tenant_id)
@@ -490,17 +591,23 @@ class Settings(SecretFileSettings):
     def checks_audience(self) -> bool:
         return providers.checks_audience(self.oauth_provider)
 
+    @property
+    def scope_prefix(self) -> str:
+        """The prefix of the scopes advertised to clients: the first issuer's (OAUTH_SCOPE_PREFIX without a file)."""
+        return self.issuers[0].scope_prefix
+
     def public_scope(self, scope: str) -> str:
         """A scope as clients must ask the IdP for it (Cognito: `{resource-server-id}/{scope}`)."""
-        return f"{self.oauth_scope_prefix}{scope}" if self.oauth_scope_prefix else scope
+        prefix = self.scope_prefix
+        return f"{prefix}{scope}" if prefix else scope
 
     @property
     def metadata_url(self) -> str:
-        """Where the IdP's discovery document is (configured, else the OIDC location)."""
-        return self.oauth_well_known_url or f"{self.oauth_issuer.rstrip('/')}/.well-known/openid-configuration"
+        """Where the (first) issuer's discovery document is (configured, else the OIDC location)."""
+        return self.issuers[0].metadata_url
 
     def require_issuer(self) -> None:
-        if not self.oauth_issuer:
+        if not self.oauth_issuer and not self.oauth_issuers_file:
             raise SettingsError(
                 "OAUTH_ISSUER: missing; expected your IdP's issuer URL "
                 "(e.g. https://your-tenant.auth0.com/), or run `python server.py --dev` for the local dev issuer"

@@ -20,7 +20,20 @@ from auth.errors import InvalidToken, Reason
 # Latest NumericDate a datetime can hold (9999-12-31T23:59:59Z).
 MAX_NUMERIC_DATE = 253402300799
 CLIENT_ID_CLAIMS = ("azp", "client_id", "cid", "appid")
-_OPTIONAL_TEXT = ("sub", "jti", "token_use", "tid", "oid", "gty", "idtyp", "azp", "client_id", "cid", "appid")
+_OPTIONAL_TEXT = (
+    "sub",
+    "jti",
+    "token_use",
+    "token_type",
+    "tid",
+    "oid",
+    "gty",
+    "idtyp",
+    "azp",
+    "client_id",
+    "cid",
+    "appid",
+)
 
 
 def shown(value: object, limit: int = 120) -> str:
@@ -82,6 +95,7 @@ class TokenClaims:
     client_id: str | None  # the first of azp, client_id, cid, appid
     raw_scopes: tuple[str, ...]  # every dialect, in order, before any prefix is applied
     token_use: str | None
+    token_type: str | None  # an introspection answer's (RFC 7662 section 2.2): a refresh token is refused
     tenant: str | None
     object_id: str | None
     grant_type: str | None
@@ -127,6 +141,7 @@ class TokenClaims:
             client_id=client_id,
             raw_scopes=tuple(scopes),
             token_use=text["token_use"],
+            token_type=text["token_type"],
             tenant=text["tid"],
             object_id=text["oid"],
             grant_type=text["gty"],
@@ -144,6 +159,15 @@ class TokenClaims:
             raw = json.loads(payload)
         except (ValueError, RecursionError):
             raise InvalidToken(Reason.MALFORMED, detail="the payload is not JSON") from None
+        return cls.parse(raw)
+
+    @classmethod
+    def from_introspection(cls, answer: Mapping[str, Any], issuer: str) -> TokenClaims:
+        """The claims of an active introspection answer (RFC 7662 section 2.2), typed as a JWT's are. The answer
+        names its issuer in `iss` when it has one; without it, the IdP asked is `issuer`."""
+        raw = dict(answer)
+        if raw.get("iss") is None:
+            raw["iss"] = issuer
         return cls.parse(raw)
 
     def scopes(self, prefix: str = "") -> frozenset[str]:

@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -106,18 +106,6 @@ def certificate_thumbprint(
     return None if value is None else thumbprint(certificate_der(value, fmt))
 
 
-def certificate_confirmation(claims: Mapping[str, object]) -> str | None:
-    """The token's `cnf.x5t#S256`; None when the token is not certificate-bound. A present member that is not a
-    string is refused here, so a malformed binding never reads as no binding."""
-    cnf = claims.get("cnf")
-    if not isinstance(cnf, Mapping) or CONFIRMATION_MEMBER not in cnf:
-        return None
-    bound_to = cnf[CONFIRMATION_MEMBER]
-    if not isinstance(bound_to, str) or not bound_to:
-        raise InvalidToken(Reason.CLAIMS_MALFORMED, detail="cnf.x5t#S256 is not a non-empty string")
-    return bound_to
-
-
 @dataclass(frozen=True, slots=True)
 class CertificateBinding:
     """Checks a certificate-bound token against the client certificate the gateway forwards (RFC 8705 section 3).
@@ -132,6 +120,10 @@ class CertificateBinding:
             return None
         return cls(settings.oauth_mtls_client_cert_header, settings.oauth_mtls_client_cert_format)
 
+    def __call__(self, scope: Scope, confirmation_x5t: str) -> None:
+        """The bind step's certificate check (auth.binding.CertificateCheck)."""
+        self.check(confirmation_x5t, scope)
+
     def check(self, confirmation_x5t: str, scope: Scope) -> None:
         """Nothing when the forwarded certificate is the one the token is bound to; InvalidToken otherwise
         (InvalidRequest when the header is repeated or unreadable)."""
@@ -142,14 +134,3 @@ class CertificateBinding:
         # Constant time: the comparison must not tell a caller how much of a thumbprint it got right.
         if not hmac.compare_digest(presented.encode("ascii"), confirmation_x5t.encode("utf-8", "surrogatepass")):
             raise InvalidToken(Reason.CERT_MISMATCH, detail="cnf.x5t#S256 differs from the forwarded certificate's")
-
-
-def check_certificate_binding(binding: CertificateBinding | None, claims: Mapping[str, object], scope: Scope) -> None:
-    """The bind step for certificate-bound tokens, until it joins auth/binding.py: a token with `cnf.x5t#S256`
-    passes only with its certificate; without a CertificateBinding (the setting off) it is refused."""
-    bound_to = certificate_confirmation(claims)
-    if bound_to is None:
-        return
-    if binding is None:
-        raise InvalidToken(Reason.KEY_BOUND, detail="cnf.x5t#S256: OAUTH_MTLS_CLIENT_CERT_HEADER is not set")
-    binding.check(bound_to, scope)

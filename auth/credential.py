@@ -1,10 +1,23 @@
-"""Step one of the pipeline: the bearer credential in the request's single `Authorization` header."""
+"""Step one of the pipeline: the credential in the request's single `Authorization` header (Bearer or DPoP)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
 
 from auth.errors import InvalidRequest, InvalidToken, MissingToken, Reason
+
+Scheme = Literal["bearer", "dpop"]
+_SCHEMES: dict[str, Scheme] = {"bearer": "bearer", "dpop": "dpop"}
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """The access token and the scheme it came with; the token never appears in repr."""
+
+    scheme: Scheme
+    token: str = field(repr=False)
 
 
 def authorization_value(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -20,17 +33,26 @@ def authorization_value(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     return value
 
 
-def token_of(value: bytes) -> str:
-    """The token in an Authorization header value, which must use the Bearer scheme."""
-    scheme, _, token = value.decode("latin-1").strip().partition(" ")
-    if scheme.lower() != "bearer":
+def credential_of(value: bytes) -> Credential:
+    """The credential in an Authorization header value: the Bearer or the DPoP scheme, in any case."""
+    name, _, token = value.decode("latin-1").strip().partition(" ")
+    scheme = _SCHEMES.get(name.lower())
+    if scheme is None:
         raise MissingToken(Reason.OTHER_SCHEME)
     token = token.strip()
     if not token:
         raise InvalidToken(Reason.EMPTY)
-    return token
+    return Credential(scheme, token)
+
+
+def request_credential(headers: Iterable[tuple[bytes, bytes]]) -> Credential:
+    """The credential of the single `Authorization` header."""
+    return credential_of(authorization_value(headers))
 
 
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """The token of the single `Authorization: Bearer` header."""
-    return token_of(authorization_value(headers))
+    """The token of the single `Authorization: Bearer` header (where only Bearer is spoken, e.g. /metrics)."""
+    credential = request_credential(headers)
+    if credential.scheme != "bearer":
+        raise MissingToken(Reason.OTHER_SCHEME)
+    return credential.token

@@ -1,4 +1,4 @@
-"""Finds the IdP's JWKS URL from its discovery document (OIDC or RFC 8414)."""
+"""Finds the IdP's JWKS URL (and introspection endpoint) from its discovery document (OIDC or RFC 8414)."""
 
 from __future__ import annotations
 
@@ -33,13 +33,14 @@ def metadata_candidates(issuer: str, well_known_url: str | None) -> list[str]:
     return [oidc, rfc8414]
 
 
-def check_jwks_uri(uri: object, source: str) -> str:
+def check_jwks_uri(uri: object, source: str, name: str = "jwks_uri") -> str:
+    """A URL from the discovery document (`name`) the server may call: https, or http on loopback."""
     if not isinstance(uri, str):
-        raise FetchError(f"{source} has no jwks_uri")
+        raise FetchError(f"{source} has no {name}")
     parts = urlsplit(uri)
     secure = parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname or ""))
     if not parts.hostname or not secure:
-        raise FetchError(f"{source} has an unusable jwks_uri (https required)")
+        raise FetchError(f"{source} has an unusable {name} (https required)")
     return uri
 
 
@@ -49,8 +50,10 @@ async def discover_jwks_uri(
     well_known_url: str | None,
     *,
     timeout: float,
+    name: str = "jwks_uri",
 ) -> str:
-    """The jwks_uri of the first discovery document that names exactly our issuer."""
+    """The `name` endpoint (jwks_uri, introspection_endpoint) of the first discovery document that names exactly
+    our issuer."""
     problems = []
     mismatch = False
     for url in metadata_candidates(issuer, well_known_url):
@@ -66,20 +69,23 @@ async def discover_jwks_uri(
                 "(they must match exactly, trailing slash included)"
             )
             continue
-        return check_jwks_uri(document.get("jwks_uri"), url)
+        return check_jwks_uri(document.get(name), url, name)
     raise (IssuerMismatch if mismatch else FetchError)("discovery failed: " + "; ".join(problems))
 
 
 class DiscoveredJWKSUri:
-    """Resolves the jwks_uri through discovery on first use and remembers it."""
+    """Resolves the jwks_uri (or another endpoint `name`) through discovery on first use and remembers it."""
 
-    def __init__(self, issuer: str, well_known_url: str | None, *, timeout: float) -> None:
+    def __init__(self, issuer: str, well_known_url: str | None, *, timeout: float, name: str = "jwks_uri") -> None:
         self._issuer = issuer
         self._well_known_url = well_known_url
         self._timeout = timeout
+        self._name = name
         self._uri: str | None = None
 
     async def __call__(self, client: httpx.AsyncClient) -> str:
         if self._uri is None:
-            self._uri = await discover_jwks_uri(client, self._issuer, self._well_known_url, timeout=self._timeout)
+            self._uri = await discover_jwks_uri(
+                client, self._issuer, self._well_known_url, timeout=self._timeout, name=self._name
+            )
         return self._uri

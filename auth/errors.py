@@ -51,6 +51,26 @@ class Reason(Enum):
     CERT_MISMATCH = "token is bound to a different client certificate"
     CERT_MALFORMED = "the client certificate header is malformed"
     CERT_DUPLICATE = "more than one client certificate header"
+    # opaque tokens: introspection (RFC 7662)
+    INACTIVE = "token is not active"
+    INTROSPECTION_UNAVAILABLE = "token introspection is temporarily unavailable"
+    # DPoP, sender-constrained tokens (RFC 9449): the proof, the scheme and the server nonce
+    DPOP_REQUIRED = "this server accepts only DPoP-bound tokens, sent with the DPoP scheme and a proof"
+    DPOP_NOT_BOUND = "token is not bound to a DPoP key: send it with the Bearer scheme"
+    DPOP_MISSING_PROOF = "a DPoP proof is required with the DPoP scheme"
+    DPOP_DUPLICATE_PROOF = "more than one DPoP header"
+    DPOP_MALFORMED = "DPoP proof is malformed"
+    DPOP_TYPE = "DPoP proof typ must be dpop+jwt"
+    DPOP_ALGORITHM = "DPoP proof algorithm is not accepted"
+    DPOP_KEY = "DPoP proof jwk is not an acceptable public key"
+    DPOP_SIGNATURE = "DPoP proof signature is invalid"
+    DPOP_METHOD = "DPoP proof htm does not match the request method"
+    DPOP_URL = "DPoP proof htu does not match this endpoint's URL"
+    DPOP_TIME = "DPoP proof iat is outside the accepted window"
+    DPOP_REPLAY = "DPoP proof has been used before"
+    DPOP_TOKEN_HASH = "DPoP proof ath does not match the access token"  # noqa: S105 - a message, not a secret
+    DPOP_KEY_MISMATCH = "DPoP proof key is not the key the token is bound to"
+    DPOP_NONCE = "a fresh DPoP nonce is required: retry with the nonce in the DPoP-Nonce header"
 
 
 class Refusal(Exception):
@@ -104,6 +124,22 @@ class InvalidToken(AuthError):
     """The token is malformed, expired, for someone else, badly signed or bound to a key."""
 
 
+class InvalidDpopProof(AuthError):
+    """The DPoP proof itself is at fault (RFC 9449 section 7.1)."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDpopNonce(AuthError):
+    """The proof lacks a nonce this server issued recently: the answer carries a fresh one (RFC 9449 section 9)."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, nonce: str, *, detail: str | None = None) -> None:
+        super().__init__(Reason.DPOP_NONCE, detail=detail)
+        self.nonce = nonce
+
+
 class InsufficientScope(AuthError):
     status = 403
     error = "insufficient_scope"
@@ -113,11 +149,22 @@ class InsufficientScope(AuthError):
         self.required = required
 
 
-class KeySetUnavailable(AuthError):
-    """The IdP's key set cannot be fetched and no usable copy is held: not the caller's fault."""
+class TemporarilyUnavailable(AuthError):
+    """The IdP cannot be asked right now and no usable answer is held: not the caller's fault (503, Retry-After)."""
 
     status = 503
     error = "temporarily_unavailable"
 
+
+class KeySetUnavailable(TemporarilyUnavailable):
+    """The IdP's key set cannot be fetched and no usable copy is held."""
+
     def __init__(self) -> None:
         super().__init__(Reason.KEYS_UNAVAILABLE)
+
+
+class IntrospectionUnavailable(TemporarilyUnavailable):
+    """The introspection endpoint is down, slow or answers garbage, and this token has no cached answer."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Reason.INTROSPECTION_UNAVAILABLE, detail=detail)

@@ -17,6 +17,7 @@ from auth.jwk import VerificationKey
 from auth.jwks_cache import JWKSCache
 from auth.principal import Principal
 from auth.token_rules import TokenRules
+from auth.tooling.diagnostics import explain
 from auth.verification_cache import VerificationCache
 from web.compat import jws
 
@@ -77,6 +78,15 @@ class JwtVerifier:
             raise
         self.cache.accept(token, principal, key, kid=header.get("kid"), alg=header["alg"])
         return principal
+
+    @property
+    def keys(self) -> JWKSCache:
+        """The IdP's key set this verifier trusts (readiness and metrics read it)."""
+        return self._keys
+
+    def explain(self, token: str, exc: InvalidToken) -> str:
+        """The refusal log line's explanation: the error's detail plus what the token's own claims suggest."""
+        return explain(token, exc, self.rules, max_token_bytes=self.max_token_bytes)
 
     async def _checked(self, token: str) -> tuple[Principal, VerificationKey, dict[str, Any]]:
         try:

@@ -1,7 +1,9 @@
 """Pure ASGI middleware: runs the pipeline for every protected request and attaches the caller.
 
-credential (auth.credential) -> verification (auth.jwt_verifier: key set, signature, typed claims, token
-rules, key binding) -> Principal -> required scopes. The outcome is one RequestAuth in the scope.
+credential (auth.credential) -> verification (auth.token_source: a JWT by auth.jwt_verifier: key set, signature,
+typed claims, token rules; an opaque token by auth.introspection) -> Principal -> key binding (auth.binding: DPoP
+proof, client certificate) -> required scopes.
+The outcome is one RequestAuth in the scope.
 """
 
 from __future__ import annotations
@@ -14,16 +16,15 @@ from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from auth.binding import KeyBinding
 from auth.challenge import ChallengeResponder
-from auth.client_cert import CertificateBinding, check_certificate_binding
-from auth.credential import bearer_token
+from auth.credential import Credential, request_credential
 from auth.errors import AuthError, InsufficientScope, InvalidToken, MissingToken
-from auth.jwt_verifier import JwtVerifier
 from auth.principal import Principal
 from auth.request_auth import RequestAuth, set_request_auth
-from auth.tooling.diagnostics import explain
+from auth.token_verifier import TokenVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,17 @@ def access_token_for(principal: Principal, token: str, resource: str) -> AccessT
         subject=principal.subject,
         claims=dict(principal.claims),
     )
+
+
+def with_header(send: Send, name: bytes, value: bytes) -> Send:
+    """`send` with one more header on the response start (a fresh DPoP nonce: clients need no 401 to renew it)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (name, value)]}
+        await send(message)
+
+    return sending
 
 
 class LogBudget:
@@ -77,23 +89,26 @@ class BearerAuthMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        verifier: JwtVerifier,
+        verifier: TokenVerifier,
         *,
         responder: ChallengeResponder,
         resource: str,
+        binding: KeyBinding | None = None,
         required_scopes: Iterable[str] = (),
         public_paths: Iterable[str] = (),
         public_prefixes: Iterable[str] = ("/.well-known/",),
-        certificates: CertificateBinding | None = None,
+        issuer_of: Callable[[str, Principal | None], str] | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
+        # The issuer label of each outcome, for the access log and metrics (web.app passes the router's).
+        self.issuer_of = issuer_of
         self.responder = responder
         self.resource = resource
+        self.binding = binding or KeyBinding()  # default: Bearer only (OAUTH_DPOP=off)
         self.required_scopes = tuple(required_scopes)
         self.public_paths = frozenset(public_paths)
         self.public_prefixes = tuple(public_prefixes)
-        self.certificates = certificates
         self.refusal_log = LogBudget(burst=REFUSAL_LOG_BURST, per_second=REFUSAL_LOG_PER_SECOND)
 
     def _is_public(self, scope: Scope) -> bool:
@@ -111,37 +126,45 @@ class BearerAuthMiddleware:
                 set_request_auth(scope, RequestAuth("not_required"))
             await self.app(scope, receive, send)
             return
-        token = ""
+        credential: Credential | None = None
         try:
-            token = bearer_token(scope["headers"])
-            principal = await self.verifier.verify(token)
-            # Certificate-bound tokens (RFC 8705): this one call moves into the bind step (auth/binding.py).
-            check_certificate_binding(self.certificates, principal.claims, scope)
+            credential = request_credential(scope["headers"])
+            self.binding.admit(credential)
+            principal = await self.verifier.verify(credential.token)
+            binding = await self.binding.check(principal, credential, scope)
             if not principal.has_scopes(self.required_scopes):
                 raise InsufficientScope(self.required_scopes)
         except AuthError as exc:
-            await self._refuse(exc, token, scope, send)
+            await self._refuse(exc, credential, scope, send)
             return
 
-        user = AuthenticatedUser(access_token_for(principal, token, self.resource))
+        user = AuthenticatedUser(access_token_for(principal, credential.token, self.resource))
         scope["user"] = user
         scope["auth"] = AuthCredentials(user.access_token.scopes)
-        set_request_auth(scope, RequestAuth("ok", principal))
+        issuer = self._issuer_label(credential.token, principal)
+        set_request_auth(scope, RequestAuth("ok", principal, issuer=issuer, binding=binding))
+        if binding == "dpop" and self.binding.nonces is not None:
+            send = with_header(send, b"dpop-nonce", self.binding.nonces.issue().encode())  # RFC 9449 section 8.2
         context = auth_context_var.set(user)
         try:
             await self.app(scope, receive, send)
         finally:
             auth_context_var.reset(context)
 
-    async def _refuse(self, exc: AuthError, token: str, scope: Scope, send: Send) -> None:
-        """Answer a refusal, with its (rate-limited) log line; the token's own text is never logged."""
+    def _issuer_label(self, token: str, principal: Principal | None) -> str | None:
+        return self.issuer_of(token, principal) if self.issuer_of is not None else None
+
+    async def _refuse(self, exc: AuthError, credential: Credential | None, scope: Scope, send: Send) -> None:
+        """Answer a refusal, with its (rate-limited) log line; the token's (and proof's) text is never logged."""
+        token = credential.token if credential is not None else ""
         if not isinstance(exc, MissingToken) and self.refusal_log.allow():
             unlogged = self.refusal_log.note()
             if isinstance(exc, InvalidToken) and token:
-                rules, limit = self.verifier.rules, self.verifier.max_token_bytes
-                explanation = explain(token, exc, rules, max_token_bytes=limit)
+                explanation = self.verifier.explain(token, exc)
                 logger.info("token refused: %s: %s%s", exc.description, explanation, unlogged)
             else:
                 logger.info("request refused (%s): %s%s", exc.status, exc.detail, unlogged)
-        set_request_auth(scope, RequestAuth(exc.error or "missing"))
-        await self.responder(exc, send)
+        scheme = credential.scheme if credential is not None else None
+        issuer = self._issuer_label(token, None)
+        set_request_auth(scope, RequestAuth(exc.error or "missing", issuer=issuer, binding=scheme))
+        await self.responder(exc, send, scheme)

@@ -18,6 +18,8 @@ class Principal:
     issued_at: datetime | None = None
     token_id: str | None = None
     is_machine: bool = False
+    # The token's `cnf` members (RFC 7800) when it is bound to a key; auth.binding checks them on every request.
+    confirmation: Mapping[str, str] | None = field(default=None, compare=False)
     claims: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property

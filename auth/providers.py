@@ -111,10 +111,12 @@ def check_preset(settings: Settings) -> None:
     if provider == "okta":
         if not (settings.oauth_domain or settings.oauth_issuer):
             raise ValueError("OAUTH_DOMAIN: the okta preset needs your org's domain, e.g. your-org.okta.com")
-        if settings.oauth_issuer and "/oauth2/" not in urlsplit(settings.oauth_issuer).path + "/":
+        org_server = settings.oauth_issuer and "/oauth2/" not in urlsplit(settings.oauth_issuer).path + "/"
+        if org_server and not settings.oauth_introspection_client_id:
             raise ValueError(
                 "OAUTH_ISSUER: this is an Okta org authorization server; its access tokens cannot be validated "
-                "outside Okta. Use a custom authorization server (OAUTH_AUTH_SERVER_ID, e.g. default)"
+                "outside Okta. Use a custom authorization server (OAUTH_AUTH_SERVER_ID, e.g. default), or let "
+                "Okta introspect them (OAUTH_INTROSPECTION_CLIENT_ID)"
             )
     if provider == "entra":
         if not settings.oauth_tenant_id:

@@ -14,11 +14,16 @@ STATE_KEY = "auth"  # scope["state"]["auth"], i.e. request.state.auth
 @dataclass(frozen=True, slots=True)
 class RequestAuth:
     """`outcome`: "ok", "not_required", "forbidden" (guard), "missing" or the refusal's error code.
-    `refused_tools`: tools/call names the scope gate refused (counted by the metrics)."""
+    `refused_tools`: tools/call names the scope gate refused (counted by the metrics).
+    `issuer`: the configured issuer that judged the token, "other" or "none" (a bounded label); None when
+    no bearer check ran.
+    `binding`: how the token was presented and bound: "bearer", "dpop" or "mtls" (None before a credential)."""
 
     outcome: str
     principal: Principal | None = None
     refused_tools: tuple[object, ...] = ()
+    issuer: str | None = None
+    binding: str | None = None
 
 
 def set_request_auth(scope: MutableMapping[str, Any], result: RequestAuth) -> None:

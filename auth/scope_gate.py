@@ -143,7 +143,8 @@ class ScopeGate:
                     auth, outcome=InsufficientScope.error, refused_tools=tuple(called_tools(document))
                 )
                 set_request_auth(scope, refused)
-                await self.responder(InsufficientScope(needed), send)
+                scheme = "dpop" if auth.binding == "dpop" else "bearer"
+                await self.responder(InsufficientScope(needed), send, scheme)
                 return
         await self.app(scope, _replay(body, receive), send)
 

@@ -157,6 +157,24 @@ class TokenUseRule:
             raise InvalidToken(Reason.NOT_ACCESS_TOKEN, detail=detail)
 
 
+REFRESH_TOKEN_TYPES = frozenset({"refresh_token", "urn:ietf:params:oauth:token-type:refresh_token"})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTypeRule:
+    """A refresh token is never an access token: introspection answers say which one they describe in
+    `token_type` (RFC 7662 section 2.2; Ory Hydra in `token_use`); a JWT rarely carries either, then it passes."""
+
+    def label(self, claims: TokenClaims) -> str:
+        return f"is not a refresh token (token_type {shown(claims.token_type)})"
+
+    def check(self, claims: TokenClaims, now: float) -> None:
+        for name, value in (("token_type", claims.token_type), ("token_use", claims.token_use)):
+            if value is not None and value.lower() in REFRESH_TOKEN_TYPES:
+                detail = f"{name} {shown(value)}: a refresh token, send the access token instead"
+                raise InvalidToken(Reason.NOT_ACCESS_TOKEN, detail=detail)
+
+
 @dataclass(frozen=True, slots=True)
 class ClientRule:
     client_ids: frozenset[str]
@@ -180,33 +198,14 @@ class SubjectRule:
             raise InvalidToken(Reason.NO_SUBJECT, detail="no sub and no client id claim")
 
 
-@dataclass(frozen=True, slots=True)
-class BindingRule:
-    """A token bound to a key (`cnf`) is never a plain bearer token: whoever stole it would not need the key.
-    DPoP-bound (`jkt`, RFC 9449 section 7) and certificate-bound (`x5t#S256`, RFC 8705 section 3) alike.
-    With `certificates` (OAUTH_MTLS_CLIENT_CERT_HEADER set), a token bound to a certificate alone passes here:
-    auth/client_cert.py checks it against the forwarded certificate after verification."""
-
-    certificates: bool = False
-
-    def label(self, claims: TokenClaims) -> str:
-        if self.certificates:
-            return "is not bound to a key, or only to a client certificate (cnf.x5t#S256)"
-        return "is not bound to a key (no cnf claim)"
-
-    def check(self, claims: TokenClaims, now: float) -> None:
-        if claims.confirmation is None:
-            return
-        members = claims.confirmation if isinstance(claims.confirmation, Mapping) else {}
-        if self.certificates and set(members) == {"x5t#S256"}:
-            return
-        if "jkt" in members:
-            why = "cnf.jkt: a DPoP-bound token sent with the Bearer scheme (RFC 9449 section 7)"
-        elif "x5t#S256" in members:
-            why = "cnf.x5t#S256: a certificate-bound token sent without its certificate (RFC 8705 section 3)"
-        else:
-            why = "cnf: a key-bound token sent as a bearer token (RFC 7800)"
-        raise InvalidToken(Reason.KEY_BOUND, detail=why)
+def confirmation_of(cnf: object) -> Mapping[str, str] | None:
+    """The `cnf` claim's string members; None only when there is no cnf. A cnf of another shape is still a binding
+    (an empty one, which no request can satisfy): a key-bound token never passes as a bearer token."""
+    if cnf is None:
+        return None
+    if not isinstance(cnf, Mapping):
+        return {}
+    return {name: value for name, value in cnf.items() if isinstance(name, str) and isinstance(value, str)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +219,6 @@ class TokenRules:
     scope_prefix: str = ""  # Cognito custom scopes: "{resource-server-id}/"
     token_use: str | None = None
     client_ids: frozenset[str] = frozenset()
-    certificates: bool = False  # certificate-bound tokens accepted (then checked against the client certificate)
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
     @classmethod
@@ -241,30 +239,22 @@ class TokenRules:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenRules:
-        return cls.create(
-            issuers=() if settings.entra_multi_tenant else settings.accepted_issuers,
-            audiences=tuple(settings.oauth_audience),
-            audience_optional=not settings.checks_audience,
-            allowed_tenants=frozenset(settings.oauth_allowed_tenants) if settings.entra_multi_tenant else frozenset(),
-            leeway=settings.oauth_leeway_seconds,
-            client_ids=frozenset(settings.oauth_client_ids),
-            token_use="access" if settings.oauth_provider == "cognito" else None,
-            required_typ=settings.oauth_required_typ or None,
-            scope_prefix=settings.oauth_scope_prefix,
-            certificates=bool(settings.oauth_mtls_client_cert_header),
-        )
+        """The rules of the issuer the OAUTH_* variables describe."""
+        from auth.issuer_config import IssuerConfig  # here: issuer_config builds on this module
+
+        return IssuerConfig.from_settings(settings).token_rules()
 
     @property
     def claim_rules(self) -> tuple[Rule, ...]:
         """In the order they are checked: lifetime first, as a client needs to hear it first."""
-        rules: list[Rule] = [LifetimeRule(self.leeway), self.issuer]
+        rules: list[Rule] = [LifetimeRule(self.leeway), self.issuer, TokenTypeRule()]
         if self.token_use is not None:
             rules.append(TokenUseRule(self.token_use))  # before the audience: an ID token's aud is its client
         rules.append(self.audience)
         if self.client_ids:
             rules.append(ClientRule(self.client_ids))
-        rules += [SubjectRule(), BindingRule(self.certificates)]
-        return tuple(rules)
+        rules.append(SubjectRule())
+        return tuple(rules)  # a key binding (cnf) is checked per request, by auth.binding
 
     def typ_accepted(self, header: Mapping[str, Any]) -> bool:
         if self.required_typ is None:
@@ -299,5 +289,6 @@ class TokenRules:
             issued_at=None if claims.issued_at is None else datetime.fromtimestamp(claims.issued_at, tz=UTC),
             token_id=claims.token_id,
             is_machine=claims.is_machine,
+            confirmation=confirmation_of(claims.confirmation),
             claims=claims.raw,
         )

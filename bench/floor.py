@@ -1,4 +1,4 @@
-"""The performance floor (issue 19) and the figures it is judged on, computed from the runs. No I/O here."""
+"""The performance floor (issues 19, 21, 22) and the figures it is judged on, computed from the runs. No I/O here."""
 
 from __future__ import annotations
 
@@ -18,7 +18,14 @@ FLOODS = {  # scenario -> (title, A's 401s/s over C's calls/s with one token)
     "bad_signature": ("bad signatures", 8.0),
     "unknown_kid": ("unknown kids", 8.0),
     "forged_payload": ("forged payloads", 4.0),
+    "bad_proof": ("bad DPoP proof signatures", 4.0),
 }
+# A's CPU per call in a scenario over its CPU per call with one reused bearer JWT (or 1000 of them), same repeat
+TOKEN_SOURCE_COSTS = (  # scenario, reference scenario, title, most allowed
+    ("opaque_one", "one_token", "cached introspected token vs cached JWT", 1.05),
+    ("dpop_one", "one_token", "DPoP call vs Bearer call, one token", 1.5),
+    ("dpop_rotating", "rotating", "DPoP call vs Bearer call, 1000 tokens", 1.5),
+)
 MEMORY_TOKENS = 100_000  # the floor's pass over distinct valid tokens
 MEMORY_BOUND_MIB = 64.0  # stated bound at OAUTH_TOKEN_CACHE_ENTRIES=10000 (the default); see docs/performance.md
 STARTUP_SECONDS = 1.5  # A, from process start to its first correct answer, slowest start
@@ -69,6 +76,12 @@ def cpu_ratio(runs: list[Run], scenario: str, left: str = "A", right: str = "B")
     return median(a.cpu_us_per_request / b.cpu_us_per_request for a, b in pairs if b.cpu_us_per_request > 0)
 
 
+def cost_over(runs: list[Run], scenario: str, reference: str, target: str = "A") -> float:
+    """Median over repeats of `target`'s CPU per request in `scenario` over its CPU per request in `reference`."""
+    pairs = paired(runs, (target, scenario), (target, reference))
+    return median(a.cpu_us_per_request / b.cpu_us_per_request for a, b in pairs if b.cpu_us_per_request > 0)
+
+
 def fetch_budget(duration: float) -> int:
     """JWKS fetches allowed in one run: one per cooldown begun."""
     return math.floor(duration / JWKS_COOLDOWN) + 1
@@ -87,6 +100,7 @@ def checks(
     return [
         *speedup_checks(runs),
         *flood_checks(runs),
+        *token_source_checks(runs),
         jwks_check(runs, duration),
         memory_check(memory),
         startup_check(startups.get("A", [])),
@@ -116,6 +130,32 @@ def flood_checks(runs: list[Run]) -> list[Check]:
         what = f"{title}: A's 401s/s vs C's calls/s"
         found.append(Check(what, f">= {floor:g}x", measured, _status(ratio >= floor, ratio)))
     return found
+
+
+def token_source_checks(runs: list[Run]) -> list[Check]:
+    """Introspected and DPoP calls against plain bearer JWT calls: CPU per call, A against itself."""
+    found = []
+    for scenario, reference, title, most in TOKEN_SOURCE_COSTS:
+        ratio = cost_over(runs, scenario, reference)
+        cost = median(run.cpu_us_per_request for run in runs_of(runs, "A", scenario))
+        measured = f"{ratio:.3f}x CPU per call ({cost:.0f} us)"
+        found.append(Check(f"{title}: A's CPU per call", f"<= {most:g}x", measured, _status(ratio <= most, ratio)))
+    return found
+
+
+def introspection_figure(runs: list[Run]) -> list[str]:
+    """Introspection requests per 1000 calls with 1000 distinct opaque tokens round-robin. A figure, not a floor:
+    the first pass over the tokens introspects each once, later passes are answered from the cache."""
+    found = runs_of(runs, "A", "opaque_rotating")
+    if not found:
+        return []
+    per_1000 = median(1000 * run.introspections / max(run.result.requests, 1) for run in found)
+    calls = sum(run.result.requests for run in found)
+    total = sum(run.introspections for run in found)
+    return [
+        f"Introspection, 1000 distinct opaque tokens: {per_1000:.1f} introspection requests per 1000 calls"
+        f" (median of {len(found)} runs; {total:,} over {calls:,} calls in all)"
+    ]
 
 
 def jwks_check(runs: list[Run], duration: float) -> Check:

@@ -16,8 +16,8 @@ from bench.session import Run
 def runs_table(runs: list[Run], scenarios: list[Scenario]) -> list[str]:
     """One row per scenario and target: medians over the repeats, the largest RSS, the sums of fetches and errors."""
     lines = [
-        "| scenario | target | req/s | p50 ms | p99 ms | CPU us/req | RSS MiB | JWKS fetches | wrong |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | target | req/s | p50 ms | p99 ms | CPU us/req | RSS MiB | JWKS | introspections | wrong |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario in scenarios:
         for name in scenario.targets:
@@ -31,6 +31,7 @@ def runs_table(runs: list[Run], scenarios: list[Scenario]) -> list[str]:
                 f"| {median(run.cpu_us_per_request for run in found):.0f} "
                 f"| {max(run.rss_mib for run in found):.0f} "
                 f"| {sum(run.jwks_fetches for run in found)} "
+                f"| {sum(run.introspections for run in found)} "
                 f"| {sum(run.wrong for run in found)} |"
             )
     return lines

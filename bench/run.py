@@ -9,20 +9,24 @@ and writes results.md and results.json. Exit status: 1 on any wrong answer, and 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import floor, report
+from bench.dpop import PROOFS_PER_SECOND, BoundClients
 from bench.floor import Check, Status
 from bench.memory import MemoryResult, memory_run
 from bench.proc_stats import machine, split_cpus
 from bench.scenarios import NAMES, select
 from bench.session import Session
 from bench.targets import PROJECT_ROOT, FakeIdP, Target, free_port, make_targets
-from bench.tokens import Issuer, write_tokens
+from bench.tokens import SCOPES, Issuer, opaque_tokens, write_tokens
 from bench.wrk import LOOPBACK, Load
 
 DEFAULT_SDK_PYTHON = PROJECT_ROOT / ".venv" / "sdk-reference" / "bin" / "python"
@@ -104,10 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     idp = FakeIdP(workdir, idp_port, load_cpu)
     environ = dict(os.environ)
     targets = make_targets(workdir, idp_port, args.sdk_python, environ)
+    introspected = {"iss": issuer.issuer, "aud": targets["A"].url, "scope": SCOPES, "client_id": "bench-client"}
+    (workdir / "introspection.json").write_text(json.dumps(introspected))
     try:
         idp.start()
         token_files = mint_tokens(issuer, targets, workdir)
         session = Session(workdir, args.duration, args.connections, server_cpu, load_cpu, idp, targets, token_files)
+        session.fresh_token_files = dpop_token_files(issuer, targets["A"].url, workdir, args.duration)
         return run_all(session, issuer, environ, args)
     except RuntimeError as exc:  # a target that does not start, wrk failing, wrong answers side by side
         print(f"bench: {exc}", file=sys.stderr)
@@ -131,6 +138,21 @@ def mint_tokens(issuer: Issuer, targets: dict[str, Target], workdir: Path) -> di
         "one": write_tokens(workdir / "tokens-one.txt", [one]),
         "rotating": write_tokens(workdir / "tokens-1000.txt", [issuer.rs256(f"bench-{i}") for i in range(1000)]),
         "unknown_kid": write_tokens(workdir / "tokens-unknown-kid.txt", [issuer.unknown_kid(i) for i in range(1000)]),
+        "opaque_one": write_tokens(workdir / "tokens-opaque-one.txt", opaque_tokens("one", 1)),
+        "opaque_1000": write_tokens(workdir / "tokens-opaque-1000.txt", opaque_tokens("rotating", 1000)),
+    }
+
+
+def dpop_token_files(issuer: Issuer, url: str, workdir: Path, duration: float) -> dict[str, Callable[[], Path]]:
+    """The DPoP scenarios' `token<TAB>proof` files, made afresh before each run: a proof is good once, and only
+    within the server's OAUTH_DPOP_MAX_AGE_SECONDS of its making."""
+    print("making DPoP keys and bound tokens ...")
+    one, many = BoundClients(issuer, url, 1, "dpop-one"), BoundClients(issuer, url, 1000, "dpop")
+    proofs = math.ceil(duration * PROOFS_PER_SECOND)
+    return {
+        "dpop_one": lambda: one.write_proofs(workdir / "proofs-one.txt", proofs),
+        "dpop_1000": lambda: many.write_proofs(workdir / "proofs-1000.txt", proofs),
+        "dpop_bad": lambda: one.write_proofs(workdir / "proofs-bad.txt", 1),
     }
 
 
@@ -179,7 +201,7 @@ def run_all(session: Session, issuer: Issuer, environ: dict[str, str], args: arg
         runs=session.runs,
         scenarios=scenarios,
         startups=startups,
-        a_vs_b=floor.a_vs_b(session.runs, session.side_by_side),
+        a_vs_b=[*floor.a_vs_b(session.runs, session.side_by_side), *floor.introspection_figure(session.runs)],
         checks=checks,
     )
     print("\n" + text)

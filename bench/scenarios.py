@@ -12,7 +12,7 @@ class Scenario:
     name: str
     title: str
     mode: str  # bench/lua/mcp_call.lua's mode
-    tokens: str  # which token file: "one", "rotating" or "unknown_kid"
+    tokens: str  # which token file (bench/run.py mint_tokens; the DPoP ones are made afresh before each run)
     targets: tuple[str, ...]
 
 
@@ -22,6 +22,11 @@ SCENARIOS = (
     Scenario("bad_signature", "bad signatures, all distinct", "bad_signature", "one", ("A",)),
     Scenario("forged_payload", "forged payloads, all distinct", "forged_payload", "one", ("A",)),
     Scenario("unknown_kid", "unknown-kid flood, 1000 kids", "reject", "unknown_kid", ("A",)),
+    Scenario("opaque_one", "one opaque token reused (introspected once)", "call", "opaque_one", ("A",)),
+    Scenario("opaque_rotating", "1000 opaque tokens round-robin", "call", "opaque_1000", ("A",)),
+    Scenario("dpop_one", "one DPoP-bound token, a new proof per call", "dpop_call", "dpop_one", ("A",)),
+    Scenario("dpop_rotating", "1000 DPoP-bound tokens, a new proof per call", "dpop_call", "dpop_1000", ("A",)),
+    Scenario("bad_proof", "DPoP proofs with bad signatures, all distinct", "bad_proof", "dpop_bad", ("A",)),
 )
 NAMES = tuple(scenario.name for scenario in SCENARIOS)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class Run:
     cpu_seconds: float
     rss_mib: float
     jwks_fetches: int
+    introspections: int = 0  # introspection requests the fake IdP answered during the run
 
     @property
     def rps(self) -> float:
@@ -49,11 +51,15 @@ class Session:
     idp: FakeIdP
     targets: dict[str, Target]
     token_files: dict[str, Path]
+    # token files made afresh before each run that uses them (DPoP proofs: each good once, and only for a while)
+    fresh_token_files: dict[str, Callable[[], Path]] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     side_by_side: dict[str, list[float]] = field(default_factory=dict)  # scenario -> A/B CPU per request
 
     def load(self, target: Target, scenario: Scenario) -> Load:
-        return Load(target.port, scenario.mode, target.tool, self.token_files[scenario.tokens])
+        make = self.fresh_token_files.get(scenario.tokens)
+        path = make() if make is not None else self.token_files[scenario.tokens]
+        return Load(target.port, scenario.mode, target.tool, path)
 
     def wrk(self, load: Load, seconds: float) -> WrkResult:
         return wrk.run(load, connections=self.connections, seconds=seconds, cpu=self.load_cpu)
@@ -70,16 +76,19 @@ class Session:
         return results
 
     def measure(self, target: Target, scenario: Scenario, repeat: int) -> Run:
-        fetches, cpu = self.idp.jwks_fetches(), cpu_seconds(target.pid)
-        result = self.wrk(self.load(target, scenario), self.duration)
-        cpu, fetches = cpu_seconds(target.pid) - cpu, self.idp.jwks_fetches() - fetches
-        run = Run(target.name, scenario.name, repeat, result, cpu, rss_mib(target.pid), fetches)
+        load = self.load(target, scenario)
+        (fetches, introspections), cpu = self.idp.counts(), cpu_seconds(target.pid)
+        result = self.wrk(load, self.duration)
+        cpu = cpu_seconds(target.pid) - cpu
+        fetches_after, introspections_after = self.idp.counts()
+        fetches, introspections = fetches_after - fetches, introspections_after - introspections
+        run = Run(target.name, scenario.name, repeat, result, cpu, rss_mib(target.pid), fetches, introspections)
         self.runs.append(run)
         status = "ok" if run.wrong == 0 else f"WRONG {run.wrong} {result.wrong_kinds}"
         print(
             f"  {scenario.name:14} {target.name:2}: {run.rps:8.0f} req/s  p50 {result.p50_us / 1000:6.2f} ms"
             f"  p99 {result.p99_us / 1000:6.2f} ms  {run.cpu_us_per_request:6.0f} us CPU/req"
-            f"  jwks {fetches}  {status}"
+            f"  jwks {fetches}  introspections {introspections}  {status}"
         )
         return run
 

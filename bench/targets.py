@@ -27,6 +27,8 @@ MODERN_META = {
     "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
     "io.modelcontextprotocol/clientCapabilities": {},
 }
+INTROSPECTION_CLIENT_ID = "bench-resource-server"
+INTROSPECTION_CLIENT_SECRET = "bench-introspection-secret"  # noqa: S105 - the fake IdP's, on loopback
 # Settings variables of this project: a stray one in the caller's environment must not change the targets.
 SETTINGS_PREFIXES = ("OAUTH_", "MCP_", "NOTES_", "DEV_", "CORS_", "LOG_", "METRICS_", "HOST", "PORT", "FORWARDED_")
 
@@ -95,6 +97,10 @@ def server_env(base: dict[str, str], port: int, idp_port: int, **extra: str) -> 
         "OAUTH_ISSUER": f"http://{LOOPBACK}:{idp_port}/",
         "OAUTH_JWKS_URI": f"http://{LOOPBACK}:{idp_port}/jwks",
         "OAUTH_JWKS_REFRESH_COOLDOWN_SECONDS": f"{JWKS_COOLDOWN:g}",
+        # Opaque tokens are introspected at the fake IdP; JWTs are still verified locally, as without these.
+        "OAUTH_INTROSPECTION_ENDPOINT": f"http://{LOOPBACK}:{idp_port}/introspect",
+        "OAUTH_INTROSPECTION_CLIENT_ID": INTROSPECTION_CLIENT_ID,
+        "OAUTH_INTROSPECTION_CLIENT_SECRET": INTROSPECTION_CLIENT_SECRET,
         "MCP_SERVER_URL": f"http://{LOOPBACK}:{port}/mcp",
         "NOTES_DB_PATH": ":memory:",
         "PYTHONPATH": str(PROJECT_ROOT),
@@ -195,7 +201,8 @@ def make_targets(workdir: Path, idp_port: int, sdk_python: Path, environ: dict[s
 
 
 class FakeIdP:
-    """bench/fake_idp.py in its own process: serves workdir/jwks.json on `port` and counts the fetches."""
+    """bench/fake_idp.py in its own process: serves workdir/jwks.json on `port`, answers introspection with the
+    claims of workdir/introspection.json, and counts both."""
 
     def __init__(self, workdir: Path, port: int, cpu: int | None) -> None:
         self.workdir = workdir
@@ -205,8 +212,9 @@ class FakeIdP:
 
     def start(self) -> None:
         """Returns once it answers; RuntimeError if it exits or takes longer than START_TIMEOUT."""
-        jwks = self.workdir / "jwks.json"
+        jwks, claims = self.workdir / "jwks.json", self.workdir / "introspection.json"
         command = [sys.executable, "-m", "bench.fake_idp", "--port", str(self.port), "--jwks", str(jwks)]
+        command += ["--claims", str(claims)]
         log_path = self.workdir / "idp.log"
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and script
@@ -215,18 +223,19 @@ class FakeIdP:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             with contextlib.suppress(OSError):
-                self.jwks_fetches()
+                self.counts()
                 return
             if time.monotonic() > deadline or self.process.poll() is not None:
                 self.stop()
                 raise RuntimeError(f"the fake IdP did not start; see {log_path}")
             time.sleep(0.05)
 
-    def jwks_fetches(self) -> int:
-        """How often it has served its JWKS so far."""
+    def counts(self) -> tuple[int, int]:
+        """How often it has served its JWKS, and answered an introspection request, so far."""
         with contextlib.closing(http.client.HTTPConnection(LOOPBACK, self.port, timeout=5)) as connection:
             connection.request("GET", "/stats")
-            return int(json.loads(connection.getresponse().read())["jwks_fetches"])
+            stats = json.loads(connection.getresponse().read())
+        return int(stats["jwks_fetches"]), int(stats["introspections"])
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -12,6 +12,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from bench.fake_idp import OPAQUE_PREFIX
+
 SCOPES = "use:calculator read:notes write:notes"
 TOKEN_LIFETIME = 3600
 
@@ -58,7 +60,10 @@ class Issuer:
         return jwt.encode(claims, self.rsa_key, algorithm="RS256", headers={"kid": self.rsa_kid})
 
     def es256(self, subject: str) -> str:
-        return jwt.encode(self.claims(subject), self.ec_key, algorithm="ES256", headers={"kid": self.ec_kid})
+        return self.es256_claims(self.claims(subject))
+
+    def es256_claims(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self.ec_key, algorithm="ES256", headers={"kid": self.ec_kid})
 
     def many_es256(self, prefix: str, count: int, *, audience: str) -> list[str]:
         """`count` distinct tokens (ES256: cheap to sign in bulk) for a server whose URL is `audience`."""
@@ -72,6 +77,11 @@ class Issuer:
         """Signed by a key the IdP never published, under a kid nobody knows."""
         claims = self.claims(f"intruder-{index}")
         return jwt.encode(claims, self.ec_key, algorithm="ES256", headers={"kid": f"unknown-{secrets.token_hex(6)}"})
+
+
+def opaque_tokens(prefix: str, count: int) -> list[str]:
+    """`count` distinct opaque tokens the fake IdP introspects as active (bench/fake_idp.py)."""
+    return [f"{OPAQUE_PREFIX}{prefix}-{index}-{secrets.token_hex(16)}" for index in range(count)]
 
 
 def write_tokens(path: Path, tokens: list[str]) -> Path:

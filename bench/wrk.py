@@ -12,7 +12,8 @@ from bench.proc_stats import pin
 LUA_SCRIPT = Path(__file__).resolve().parent / "lua" / "mcp_call.lua"
 RESULT_PREFIX = "WRK_RESULT "
 LOOPBACK = "127.0.0.1"
-MODES = ("call", "bad_signature", "forged_payload", "reject")  # what bench/lua/mcp_call.lua sends and expects
+# what bench/lua/mcp_call.lua sends and expects
+MODES = ("call", "bad_signature", "forged_payload", "reject", "dpop_call", "bad_proof")
 
 
 @dataclass(frozen=True)

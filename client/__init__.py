@@ -1,5 +1,6 @@
-"""Machine-to-machine client side: a client-credentials TokenManager, an httpx2 auth adapter and a CLI."""
+"""Machine-to-machine client side: a client-credentials TokenManager (Bearer or DPoP), httpx2 auth adapters, a CLI."""
 
+from client.dpop import DPoPKey, DPoPKeyError
 from client.errors import (
     DiscoveryError,
     InvalidClientError,
@@ -11,12 +12,15 @@ from client.errors import (
     TokenResponseError,
 )
 from client.http_retry import RetryPolicy
-from client.httpx2_auth import BearerAuth
+from client.httpx2_auth import BearerAuth, DPoPAuth
 from client.sync import SyncTokenManager
 from client.token_manager import TokenManager
 
 __all__ = [
     "BearerAuth",
+    "DPoPAuth",
+    "DPoPKey",
+    "DPoPKeyError",
     "DiscoveryError",
     "InvalidClientError",
     "InvalidScopeError",

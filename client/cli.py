@@ -17,7 +17,7 @@ import httpx2
 from client.config import ClientConfig, ConfigError, load_settings, resolve
 from client.errors import TokenConfigError, TokenError
 from client.http_retry import one_line
-from client.httpx2_auth import BearerAuth
+from client.httpx2_auth import BearerAuth, DPoPAuth
 from client.token_manager import TokenManager
 
 if TYPE_CHECKING:
@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument(flag, metavar=metavar, default=argparse.SUPPRESS, help=text)
     group.add_argument("--mode", choices=("auto", "legacy"), default=argparse.SUPPRESS, help="MCP protocol era")
     group.add_argument("--timeout", type=float, metavar="SECONDS", default=argparse.SUPPRESS, help="default 60")
+    group.add_argument(
+        "--dpop",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="DPoP-bound tokens (RFC 9449): a proof key in memory, a proof on every request [OAUTH_CLIENT_DPOP]",
+    )
     group.add_argument(
         "--dev", action="store_true", default=argparse.SUPPRESS, help="ignore the environment: `make dev`'s defaults"
     )
@@ -159,6 +165,7 @@ def make_manager(config: ClientConfig) -> TokenManager:
         scope=config.scope,
         audience=config.audience,
         resource=config.resource,
+        dpop=config.dpop,
     )
 
 
@@ -176,7 +183,7 @@ async def run(
 
         async with (
             httpx2.AsyncClient(
-                auth=BearerAuth(manager),
+                auth=DPoPAuth(manager) if manager.dpop is not None else BearerAuth(manager),
                 timeout=httpx2.Timeout(30, read=300),
                 event_hooks={"response": [recorder]},
             ) as http,

@@ -11,6 +11,7 @@ from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from client.discovery import endpoint_problem
+from client.dpop import DPoPKey, DPoPKeyError
 from client.token_request import AuthMethod
 from secret_files import SecretFileError, SecretFileSettings, file_variable
 
@@ -46,11 +47,27 @@ class ClientSettings(SecretFileSettings):
     oauth_resource: str | None = None
     oauth_token_auth_method: str | None = None
     mcp_server_url: str | None = None
+    # DPoP (RFC 9449): bind the tokens to a proof key; the key is generated in memory unless one is given
+    # (a PEM private key: secret, so OAUTH_CLIENT_DPOP_KEY_FILE names a file holding it).
+    oauth_client_dpop: bool | None = None
+    oauth_client_dpop_key: SecretStr | None = None
+    oauth_client_dpop_alg: str | None = None
 
     @field_validator("*", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("oauth_client_dpop_key", mode="before")
+    @classmethod
+    def _a_private_key(cls, value: Any) -> Any:
+        # Read here, where the error can still name OAUTH_CLIENT_DPOP_KEY_FILE; the key is made in resolve().
+        if isinstance(value, str) and value.strip():
+            try:
+                DPoPKey.from_pem(value)
+            except DPoPKeyError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,7 @@ class ClientConfig:
     audience: str | None
     scope: str | None
     resource: str | None
+    dpop: DPoPKey | None = None  # None: Bearer tokens
 
 
 def load_settings() -> ClientSettings:
@@ -78,7 +96,7 @@ def load_settings() -> ClientSettings:
         name = str(error["loc"][0]).upper() if error["loc"] else "configuration"
         if source := file_variable(error.get("input")):
             name = f"{name} (from {source})"
-        raise ConfigError(f"{name}: {error['msg']}") from None
+        raise ConfigError(f"{name}: {str(error['msg']).removeprefix('Value error, ')}") from None
 
 
 def _is_local(url: str) -> bool:
@@ -127,6 +145,7 @@ def resolve(flags: Mapping[str, Any], settings: ClientSettings | None) -> Client
             f"got {method_name!r}"
         )
     return ClientConfig(
+        dpop=_dpop_key(flags, env),
         server_url=server_url,
         token_url=token_url,
         issuer=issuer,
@@ -137,3 +156,19 @@ def resolve(flags: Mapping[str, Any], settings: ClientSettings | None) -> Client
         scope=pick("scope", env.oauth_scope),
         resource=pick("resource", env.oauth_resource),
     )
+
+
+def _dpop_key(flags: Mapping[str, Any], env: ClientSettings) -> DPoPKey | None:
+    """The proof key when DPoP is on (`--dpop` or OAUTH_CLIENT_DPOP): the one given, else a new one in memory."""
+    if not (flags.get("dpop") or env.oauth_client_dpop):
+        if env.oauth_client_dpop_key is not None or env.oauth_client_dpop_alg is not None:
+            given = "OAUTH_CLIENT_DPOP_KEY" if env.oauth_client_dpop_key is not None else "OAUTH_CLIENT_DPOP_ALG"
+            raise ConfigError(f"{given} is set but DPoP is off: set OAUTH_CLIENT_DPOP=true (or --dpop), or unset it")
+        return None
+    algorithm = env.oauth_client_dpop_alg
+    try:
+        if env.oauth_client_dpop_key is None:
+            return DPoPKey.generate(algorithm or "ES256")
+        return DPoPKey.from_pem(env.oauth_client_dpop_key.get_secret_value(), algorithm=algorithm)
+    except DPoPKeyError as exc:  # the PEM itself was checked by ClientSettings: the algorithm is at fault
+        raise ConfigError(f"OAUTH_CLIENT_DPOP_ALG: {exc}") from None

@@ -113,7 +113,7 @@ async def _attempt(client: httpx.AsyncClient, request: httpx.Request, what: str,
 
 async def exchange(
     client: httpx.AsyncClient,
-    request: httpx.Request,
+    request: httpx.Request | Callable[[], httpx.Request],
     *,
     what: str,
     policy: RetryPolicy,
@@ -121,11 +121,14 @@ async def exchange(
     timeout: float,
     redact: Redact,
 ) -> Answer:
-    """Send `request` until a non-transient answer; raise TokenEndpointError once the policy gives up."""
+    """Send `request` until a non-transient answer; raise TokenEndpointError once the policy gives up.
+
+    `request` may be a function building it: each attempt then gets a new one (a DPoP proof is single-use).
+    """
     for attempt in range(1, policy.max_attempts + 1):
         status: int | None = None
         try:
-            answer = await _attempt(client, request, what, timeout)
+            answer = await _attempt(client, request() if callable(request) else request, what, timeout)
         except TimeoutError:
             failure, wait = f"{what} did not answer within {timeout:g} s", policy.backoff(attempt)
         except httpx.TransportError as exc:

@@ -14,8 +14,9 @@ import httpx
 from pydantic import SecretStr
 
 from client.discovery import discover_token_endpoint, endpoint_problem
-from client.errors import TokenConfigError
-from client.http_retry import RetryPolicy, Sleep, exchange
+from client.dpop import DPoPKey, NonceMemory, usable_nonce
+from client.errors import TokenConfigError, TokenRejectedError
+from client.http_retry import Answer, RetryPolicy, Sleep, exchange
 from client.token_request import AuthMethod, basic_credentials, parse_token, rejection, token_form
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class TokenManager:
     `await get_token()` returns a cached token until it is within `refresh_margin` of expiry; then one
     request (shared by every concurrent caller) fetches the next. Transient failures are retried with
     bounded backoff; a rejected client is not. The secret never appears in repr, errors or logs.
+
+    With `dpop` (a DPoPKey) every token request carries a proof of that key, so the IdP binds the token to
+    it (RFC 9449); the answer must then say `token_type: DPoP`. An IdP's `use_dpop_nonce` is retried once.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class TokenManager:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
+        dpop: DPoPKey | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -83,6 +88,8 @@ class TokenManager:
                 raise TokenConfigError(f"{name}: {problem}, got {url!r}")
         if not timeout > 0:
             raise TokenConfigError("timeout: expected a positive number of seconds")
+        if dpop is not None and not isinstance(dpop, DPoPKey):
+            raise TokenConfigError(f"dpop: expected a DPoPKey, got {type(dpop).__name__}")
 
         self.client_id = client_id
         self.issuer = issuer
@@ -93,6 +100,8 @@ class TokenManager:
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
         self._http_client = http_client
+        self.dpop = dpop
+        self._nonces = NonceMemory()
         self._clock = clock
         self._sleep = sleep
         self._token: _Token | None = None
@@ -100,7 +109,8 @@ class TokenManager:
 
     def __repr__(self) -> str:
         where = f"token_url={self._token_url!r}" if self._token_url else f"issuer={self.issuer!r}"
-        return f"TokenManager(client_id={self.client_id!r}, {where}, auth_method={self.auth_method!r})"
+        bound = f", dpop={self.dpop!r}" if self.dpop is not None else ""
+        return f"TokenManager(client_id={self.client_id!r}, {where}, auth_method={self.auth_method!r}{bound})"
 
     @property
     def token_url(self) -> str | None:
@@ -164,22 +174,48 @@ class TokenManager:
             headers["Authorization"] = basic_credentials(self.client_id, secret)
         else:
             form.update(client_id=self.client_id, client_secret=secret)
-        request = client.build_request("POST", token_url, data=form, headers=headers)
         started = self._clock()
         what = f"token endpoint {token_url}"
-        answer = await exchange(
-            client,
-            request,
-            what=what,
-            policy=self._retry,
-            sleep=self._sleep,
-            timeout=self._timeout,
-            redact=self._redact,
-        )
+
+        def build() -> httpx.Request:
+            request = client.build_request("POST", token_url, data=form, headers=headers)
+            if self.dpop is not None:  # a new proof per attempt, with the IdP's latest nonce
+                request.headers["DPoP"] = self.dpop.proof("POST", token_url, nonce=self._nonces.get(token_url))
+            return request
+
+        answer = await self._exchange(client, build, token_url, what)
+        if self.dpop is not None and self._asks_for_nonce(answer):
+            # RFC 9449 section 8: the IdP wants its nonce in the proof. Once: a second demand is an error.
+            logger.info("%s asked for a DPoP nonce; retrying once with it", what)
+            answer = await self._exchange(client, build, token_url, what)
+            if self._asks_for_nonce(answer):
+                raise TokenRejectedError(
+                    f"{what} asked for a new DPoP nonce again after a retry with its nonce (use_dpop_nonce); gave up",
+                    status=answer.status,
+                    error="use_dpop_nonce",
+                )
         if not 200 <= answer.status <= 299:
             raise rejection(answer, what, self.client_id, self._redact)
-        value, lifetime = parse_token(answer, what, self._redact)
+        value, lifetime = parse_token(answer, what, self._redact, dpop=self.dpop is not None)
         token = _Token(value=value, obtained_at=started, lifetime=lifetime)
         self._token = token
-        logger.info("access token for client %s from %s, valid %.0f s", self.client_id, token_url, token.lifetime)
+        kind = "DPoP-bound access token" if self.dpop is not None else "access token"
+        logger.info("%s for client %s from %s, valid %.0f s", kind, self.client_id, token_url, token.lifetime)
         return token
+
+    async def _exchange(
+        self, client: httpx.AsyncClient, build: Callable[[], httpx.Request], token_url: str, what: str
+    ) -> Answer:
+        answer = await exchange(
+            client, build, what=what, policy=self._retry, sleep=self._sleep, timeout=self._timeout, redact=self._redact
+        )
+        if self.dpop is not None:  # any answer may carry the nonce for the next proof (RFC 9449 section 8.2)
+            self._nonces.remember(token_url, answer.headers.get("DPoP-Nonce"))
+        return answer
+
+    @staticmethod
+    def _asks_for_nonce(answer: Answer) -> bool:
+        """A 400 `use_dpop_nonce` that came with a usable DPoP-Nonce (without one, a retry cannot help)."""
+        if answer.status != 400 or usable_nonce(answer.headers.get("DPoP-Nonce")) is None:
+            return False
+        return (answer.json_object() or {}).get("error") == "use_dpop_nonce"

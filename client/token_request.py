@@ -119,8 +119,30 @@ def _expires_in(value: Any) -> float | None:
     return float(value)
 
 
-def parse_token(answer: Answer, what: str, redact: Redact) -> tuple[str, float]:
-    """The access token of a 2xx answer and its lifetime in seconds (expires_in, else the JWT's exp, else 300)."""
+def _check_token_type(token_type: Any, dpop: bool, what: str, redact: Redact) -> None:
+    """Bearer (or none) without DPoP; exactly DPoP after a request with a proof (RFC 9449 section 5)."""
+    named = token_type.lower() if isinstance(token_type, str) else None
+    if not dpop:
+        if token_type is not None and named != "bearer":
+            shown = one_line(repr(token_type), redact, limit=40)
+            raise TokenResponseError(f"{what} issued a {shown} token; only Bearer tokens are supported without DPoP")
+        return
+    if named == "dpop":
+        return
+    # RFC 9449 section 5: an IdP may answer a proof with an unbound token, and a client expecting a bound one
+    # may discard it. Asked for DPoP, this client does: a Bearer token would silently lose the binding.
+    shown = one_line(repr(token_type), redact, limit=40) if token_type is not None else "no token_type"
+    raise TokenResponseError(
+        f"{what} answered the DPoP request with {shown}, not a DPoP-bound token: the IdP (or this client's "
+        "registration) does not bind tokens to a DPoP key; turn DPoP off to use Bearer tokens"
+    )
+
+
+def parse_token(answer: Answer, what: str, redact: Redact, *, dpop: bool = False) -> tuple[str, float]:
+    """The access token of a 2xx answer and its lifetime in seconds (expires_in, else the JWT's exp, else 300).
+
+    With `dpop` the request carried a proof and the answer must be a DPoP-bound token.
+    """
     document = answer.json_object()
     if document is None:
         raise TokenResponseError(f"{what} answered HTTP {answer.status} with a body that is not a JSON object")
@@ -129,10 +151,7 @@ def parse_token(answer: Answer, what: str, redact: Redact) -> tuple[str, float]:
         raise TokenResponseError(f"{what} answered HTTP {answer.status} without an access_token")
     if not all("\x21" <= ch <= "\x7e" for ch in value):
         raise TokenResponseError(f"{what} sent an access_token with characters not allowed in an HTTP header")
-    token_type = document.get("token_type")
-    if token_type is not None and (not isinstance(token_type, str) or token_type.lower() != "bearer"):
-        shown = one_line(repr(token_type), redact, limit=40)
-        raise TokenResponseError(f"{what} issued a {shown} token; only Bearer tokens are supported")
+    _check_token_type(document.get("token_type"), dpop, what, redact)
     lifetime = _expires_in(document.get("expires_in")) or _lifetime_from_jwt(value) or DEFAULT_LIFETIME
     return value, lifetime
 

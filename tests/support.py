@@ -242,3 +242,52 @@ def make_verifier(
     """A verifier for the test IdP: the given issuer and audiences, every other rule off."""
     rules = TokenRules.create(issuers=(issuer,), audiences=tuple(audiences), leeway=leeway)
     return JwtVerifier(keys, rules, algorithms=algorithms, **options)
+
+
+@dataclass
+class DpopKey:
+    """A client's DPoP key: signs proofs (RFC 9449 section 4.2) and knows its RFC 7638 thumbprint."""
+
+    private_key: Any
+    alg: str
+
+    def public_jwk(self) -> dict[str, Any]:
+        jwk = Signer(self.private_key, None, self.alg).jwk()
+        jwk.pop("use", None)
+        return jwk
+
+    @property
+    def thumbprint(self) -> str:
+        from auth.dpop_proof import jwk_thumbprint
+
+        return jwk_thumbprint(self.public_jwk())
+
+    def proof(
+        self,
+        htm: str = "POST",
+        htu: str = SERVER_URL,
+        *,
+        token: str | None = None,
+        iat: float | None = None,
+        nonce: str | None = None,
+        headers: dict[str, Any] | None = None,
+        drop: tuple[str, ...] = (),
+        **claims: Any,
+    ) -> str:
+        from auth.dpop_proof import token_hash
+
+        payload: dict[str, Any] = {"htm": htm, "htu": htu, "iat": int(time.time()) if iat is None else iat}
+        payload["jti"] = uuid.uuid4().hex
+        if token is not None:
+            payload["ath"] = token_hash(token)
+        if nonce is not None:
+            payload["nonce"] = nonce
+        payload.update(claims)
+        for name in drop:
+            payload.pop(name, None)
+        header = {"typ": "dpop+jwt", "jwk": self.public_jwk(), **(headers or {})}
+        return jwt.encode(payload, self.private_key, algorithm=self.alg, headers=header)
+
+
+def dpop_headers(token: str, proof: str) -> dict[str, str]:
+    return {**MCP_HEADERS, "Authorization": f"DPoP {token}", "DPoP": proof}

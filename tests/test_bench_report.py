@@ -18,13 +18,30 @@ from bench.wrk import WrkResult
 SECONDS = 5.0
 
 
-def run(target: str, scenario: str, repeat: int, *, rps: float, cpu_us: float = 300.0, fetches: int = 0) -> Run:
+def run(
+    target: str,
+    scenario: str,
+    repeat: int,
+    *,
+    rps: float,
+    cpu_us: float = 300.0,
+    fetches: int = 0,
+    introspections: int = 0,
+) -> Run:
     requests = int(rps * SECONDS)
     result = WrkResult(requests, int(SECONDS * 1e6), requests, 0, 0, 0, 4000, 9000)
-    return Run(target, scenario, repeat, result, cpu_us * requests / 1e6, 80.0, fetches)
+    return Run(target, scenario, repeat, result, cpu_us * requests / 1e6, 80.0, fetches, introspections)
 
 
-def full_runs(*, a_one: float = 2000, a_many: float = 1900, floods: float = 10_000, fetches: int = 0) -> list[Run]:
+def full_runs(
+    *,
+    a_one: float = 2000,
+    a_many: float = 1900,
+    floods: float = 10_000,
+    fetches: int = 0,
+    opaque_cpu: float = 310,
+    dpop_cpu: float = 420,
+) -> list[Run]:
     """Three repeats of every scenario; C serves 1000 calls/s."""
     runs = []
     for repeat in range(3):
@@ -39,8 +56,12 @@ def full_runs(*, a_one: float = 2000, a_many: float = 1900, floods: float = 10_0
             run("C+", "rotating", repeat, rps=1200),
             *(
                 run("A", name, repeat, rps=floods, cpu_us=60, fetches=fetches)
-                for name in ("bad_signature", "forged_payload", "unknown_kid")
+                for name in ("bad_signature", "forged_payload", "unknown_kid", "bad_proof")
             ),
+            run("A", "opaque_one", repeat, rps=a_one, cpu_us=opaque_cpu),
+            run("A", "opaque_rotating", repeat, rps=a_many, cpu_us=opaque_cpu, introspections=1000 - 400 * repeat),
+            run("A", "dpop_one", repeat, rps=1500, cpu_us=dpop_cpu),
+            run("A", "dpop_rotating", repeat, rps=1400, cpu_us=dpop_cpu),
         ]
     return runs
 
@@ -79,6 +100,10 @@ def test_every_floor_passes_on_figures_above_it():
         (full_runs(floods=7900), "unknown kids: A's 401s/s vs C's calls/s"),
         (full_runs(floods=3900), "forged payloads: A's 401s/s vs C's calls/s"),
         (full_runs(fetches=2), "JWKS fetches during floods"),
+        (full_runs(floods=3900), "bad DPoP proof signatures: A's 401s/s vs C's calls/s"),
+        (full_runs(opaque_cpu=316), "cached introspected token vs cached JWT: A's CPU per call"),
+        (full_runs(dpop_cpu=451), "DPoP call vs Bearer call, one token: A's CPU per call"),
+        (full_runs(dpop_cpu=451), "DPoP call vs Bearer call, 1000 tokens: A's CPU per call"),
     ],
 )
 def test_a_figure_below_its_floor_fails_that_line(runs: list[Run], what: str):
@@ -91,6 +116,20 @@ def test_forged_payloads_have_a_lower_floor_than_the_other_floods():
     checks = judged(full_runs(floods=5000), mem=memory())
     assert checks["forged payloads: A's 401s/s vs C's calls/s"].status is Status.PASS
     assert checks["bad signatures: A's 401s/s vs C's calls/s"].status is Status.FAIL
+
+
+def test_token_source_costs_compare_a_with_itself_in_the_same_repeat():
+    runs = [run("A", "dpop_one", 0, rps=1, cpu_us=450), run("A", "one_token", 0, rps=1, cpu_us=300)]
+    runs += [run("A", "dpop_one", 1, rps=1, cpu_us=999)]  # no bearer run in repeat 1: left out
+    assert floor.cost_over(runs, "dpop_one", "one_token") == pytest.approx(1.5)
+
+
+def test_introspection_requests_per_1000_calls_is_a_figure():
+    (line,) = floor.introspection_figure(full_runs())
+    # 9500 calls per run; 1000, 600, 200 introspections: the median run's 600 -> 63.2 per 1000 calls
+    assert line.startswith("Introspection, 1000 distinct opaque tokens: 63.2 introspection requests per 1000 calls")
+    assert "1,800 over 28,500 calls" in line
+    assert floor.introspection_figure([]) == []
 
 
 def test_one_jwks_fetch_per_cooldown_begun_is_allowed():

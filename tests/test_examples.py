@@ -126,3 +126,32 @@ def test_guide_links_every_example_and_names_only_real_variables() -> None:
     for name in EXPECTED:
         assert f"(../examples/{name})" in guide
     assert sorted(named - fields) == []
+
+
+def test_the_issuers_file_example_loads_with_each_tables_preset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OAUTH_ISSUERS_FILE", str(EXAMPLES / "issuers.toml"))
+    monkeypatch.setenv("MCP_SERVER_URL", "https://mcp.example.com/mcp")
+    auth0, entra, internal = load_settings().issuers
+    assert auth0.issuer == "https://your-tenant.us.auth0.com/"
+    assert entra.accepted_issuers == EXPECTED["entra.env"][3]
+    assert internal.client_ids == ("billing-batch", "reporting") and internal.required_typ == "at+jwt"
+    assert "(../examples/issuers.toml)" in GUIDE.read_text(encoding="utf-8")
+
+
+def test_the_guides_toml_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    guide = GUIDE.read_text(encoding="utf-8")
+    [toml] = re.findall(r"```toml\n(.*?)```", guide, flags=re.DOTALL)
+    (tmp_path / "issuers.toml").write_text(toml, encoding="utf-8")
+    monkeypatch.setenv("OAUTH_ISSUERS_FILE", str(tmp_path / "issuers.toml"))
+    assert [config.provider for config in load_settings().issuers] == ["auth0", "okta", "entra", "oidc"]
+
+
+def test_the_readmes_toml_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    [toml] = re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL)
+    (tmp_path / "issuers.toml").write_text(toml, encoding="utf-8")
+    monkeypatch.setenv("OAUTH_ISSUERS_FILE", str(tmp_path / "issuers.toml"))
+    assert [config.issuer for config in load_settings().issuers] == [
+        "https://acme.eu.auth0.com/",
+        "https://login.internal.example.com/realms/machines",
+    ]

@@ -265,3 +265,17 @@ def test_bad_preset_value_is_one_line_naming_the_variable(monkeypatch, variable,
     message = refusal(monkeypatch, **{variable: value})
     assert message.startswith(f"{variable}: "), message
     assert expected in message
+
+
+def test_okta_org_authorization_server_is_accepted_with_introspection(monkeypatch):
+    for name, value in {
+        "OAUTH_PROVIDER": "okta",
+        "OAUTH_DOMAIN": "acme.okta.com",
+        "OAUTH_ISSUER": "https://acme.okta.com",
+        "OAUTH_INTROSPECTION_CLIENT_ID": "0oa-introspection",
+        "OAUTH_INTROSPECTION_CLIENT_SECRET": "okta-secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.oauth_issuer == "https://acme.okta.com"
+    assert settings.introspection_enabled

@@ -163,6 +163,30 @@ def test_symmetric_algorithm_exits_2_naming_the_variable(tmp_path):
     assert "HS256" in line
 
 
+def test_an_introspection_client_without_its_secret_exits_2_naming_the_variable(tmp_path):
+    result = run_server(
+        cwd=tmp_path, OAUTH_ISSUER="https://idp.example.com/", OAUTH_INTROSPECTION_CLIENT_ID="mcp-introspection"
+    )
+    assert_one_line_config_error(result, "OAUTH_INTROSPECTION_CLIENT_SECRET")
+
+
+def test_a_bad_issuers_file_exits_2_naming_the_table_and_the_key(tmp_path):
+    (tmp_path / "issuers.toml").write_text(
+        '[[issuer]]\nissuer = "https://a.example.com/"\n\n[[issuer]]\nissuer = "https://b.example.com/"\naud = "x"\n',
+        encoding="utf-8",
+    )
+    line = assert_one_line_config_error(
+        run_server(cwd=tmp_path, OAUTH_ISSUERS_FILE="issuers.toml"), "OAUTH_ISSUERS_FILE"
+    )
+    assert line.startswith("configuration error: OAUTH_ISSUERS_FILE: [[issuer]] #2, key 'aud': unknown key")
+
+
+def test_an_issuers_file_with_oauth_issuer_exits_2(tmp_path):
+    (tmp_path / "issuers.toml").write_text('[[issuer]]\nissuer = "https://a.example.com/"\n', encoding="utf-8")
+    result = run_server(cwd=tmp_path, OAUTH_ISSUERS_FILE="issuers.toml", OAUTH_ISSUER="https://a.example.com/")
+    assert "OAUTH_ISSUER set too" in assert_one_line_config_error(result, "OAUTH_ISSUERS_FILE")
+
+
 def test_bad_value_in_dotenv_exits_2_naming_the_variable(tmp_path):
     (tmp_path / ".env").write_text("OAUTH_ISSUER=https://idp.example.com/\nPORT=abc\n", encoding="utf-8")
     assert_one_line_config_error(run_server(cwd=tmp_path), "PORT")

@@ -37,6 +37,19 @@ EVERY_VARIABLE = {
     "OAUTH_REFUSAL_CACHE_SECONDS": "0",
     "OAUTH_MTLS_CLIENT_CERT_HEADER": " X-Client-Cert ",
     "OAUTH_MTLS_CLIENT_CERT_FORMAT": "PEM-URLencoded",
+    "OAUTH_INTROSPECTION_ENDPOINT": "https://idp.example.com/oauth2/v1/introspect",
+    "OAUTH_INTROSPECTION_CLIENT_ID": "mcp-introspection",
+    "OAUTH_INTROSPECTION_CLIENT_SECRET": "introspection-secret",
+    "OAUTH_INTROSPECTION_AUTH_METHOD": "client_secret_post",
+    "OAUTH_INTROSPECTION_CACHE_SECONDS": "30",
+    "OAUTH_INTROSPECTION_AUDIENCE_OPTIONAL": "true",
+    "OAUTH_INTROSPECT_JWTS": "true",
+    "OAUTH_ISSUERS_FILE": "",  # set with the per-issuer variables above, a file is refused
+    "OAUTH_DPOP": " Required",
+    "OAUTH_DPOP_ALGORITHMS": "ES256, EdDSA",
+    "OAUTH_DPOP_MAX_AGE_SECONDS": "120",
+    "OAUTH_DPOP_NONCE": "true",
+    "OAUTH_DPOP_NONCE_SECRET": "n" * 32,
     "MCP_SERVER_URL": "https://mcp.example.com/mcp",
     "MCP_STATELESS": "false",
     "MCP_ALLOWED_HOSTS": "gateway.internal,mcp.example.com",
@@ -60,6 +73,7 @@ EVERY_VARIABLE = {
     "DEV_CLIENT_ID": "my-dev-client",
     "DEV_CLIENT_SECRET": "my-dev-secret",
     "DEV_TOKEN_LIFETIME_SECONDS": "600",
+    "DEV_TOKEN_FORMAT": "opaque",
     "NOTES_READ_SCOPE": "notes.read",
     "NOTES_WRITE_SCOPE": "api://notes/write",
     "CALCULATOR_SCOPE": "",
@@ -101,6 +115,19 @@ EXPECTED_VALUES = {
     "oauth_refusal_cache_seconds": 0.0,
     "oauth_mtls_client_cert_header": "X-Client-Cert",
     "oauth_mtls_client_cert_format": "pem-urlencoded",
+    "oauth_introspection_endpoint": "https://idp.example.com/oauth2/v1/introspect",
+    "oauth_introspection_client_id": "mcp-introspection",
+    "oauth_introspection_client_secret": SecretStr("introspection-secret"),
+    "oauth_introspection_auth_method": "client_secret_post",
+    "oauth_introspection_cache_seconds": 30.0,
+    "oauth_introspection_audience_optional": True,
+    "oauth_introspect_jwts": True,
+    "oauth_issuers_file": "",
+    "oauth_dpop": "required",
+    "oauth_dpop_algorithms": ["ES256", "EdDSA"],
+    "oauth_dpop_max_age_seconds": 120,
+    "oauth_dpop_nonce": True,
+    "oauth_dpop_nonce_secret": SecretStr("n" * 32),
     "mcp_server_url": "https://mcp.example.com/mcp",
     "mcp_stateless": False,
     "mcp_allowed_hosts": ["gateway.internal", "mcp.example.com"],
@@ -123,6 +150,7 @@ EXPECTED_VALUES = {
     "otel_service_name": "mcp-eu-1",
     "dev_client_id": "my-dev-client",
     "dev_token_lifetime_seconds": 600,
+    "dev_token_format": "opaque",
     "notes_read_scope": "notes.read",
     "notes_write_scope": "api://notes/write",
     "calculator_scope": "",
@@ -323,6 +351,63 @@ def test_dev_client_secret_is_secret(monkeypatch):
     assert "hunter2-secret" not in str(settings.model_dump())
 
 
+def test_introspection_is_off_by_default_and_on_with_a_client_id(monkeypatch):
+    assert not load_settings().introspection_enabled
+    monkeypatch.setenv("OAUTH_INTROSPECTION_CLIENT_ID", "mcp")
+    monkeypatch.setenv("OAUTH_INTROSPECTION_CLIENT_SECRET", "s3cret-value")
+    settings = load_settings()
+    assert settings.introspection_enabled
+    assert settings.oauth_introspection_auth_method == "client_secret_basic"
+    assert settings.oauth_introspection_cache_seconds == 60
+    assert "s3cret-value" not in repr(settings)
+
+
+def test_an_introspection_client_without_a_secret_is_refused(monkeypatch):
+    for blank in ("", "  "):
+        line = settings_error(
+            {"OAUTH_INTROSPECTION_CLIENT_ID": "mcp", "OAUTH_INTROSPECTION_CLIENT_SECRET": blank}, monkeypatch
+        )
+        assert line.startswith("OAUTH_INTROSPECTION_CLIENT_SECRET: missing")
+
+
+def test_the_introspection_secret_may_come_from_a_file(monkeypatch, tmp_path):
+    (tmp_path / "secret").write_text("from-a-file\n", encoding="utf-8")
+    monkeypatch.setenv("OAUTH_INTROSPECTION_CLIENT_ID", "mcp")
+    monkeypatch.setenv("OAUTH_INTROSPECTION_CLIENT_SECRET_FILE", str(tmp_path / "secret"))
+    secret = load_settings().oauth_introspection_client_secret
+    assert secret is not None and secret.get_secret_value() == "from-a-file"
+
+
+def test_introspection_answers_without_an_audience_need_client_ids(monkeypatch):
+    values = {
+        "OAUTH_INTROSPECTION_CLIENT_ID": "mcp",
+        "OAUTH_INTROSPECTION_CLIENT_SECRET": "s3cret",
+        "OAUTH_INTROSPECTION_AUDIENCE_OPTIONAL": "true",
+    }
+    assert settings_error(values, monkeypatch).startswith(
+        "OAUTH_INTROSPECTION_AUDIENCE_OPTIONAL: needs OAUTH_CLIENT_IDS"
+    )
+
+
+@pytest.mark.parametrize("name", ["OAUTH_INTROSPECT_JWTS", "OAUTH_INTROSPECTION_AUDIENCE_OPTIONAL"])
+def test_introspection_options_without_introspection_are_refused(monkeypatch, name):
+    line = settings_error({name: "true", "OAUTH_CLIENT_IDS": "app"}, monkeypatch)
+    assert line == f"{name}: needs OAUTH_INTROSPECTION_CLIENT_ID (introspection is off)"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OAUTH_INTROSPECTION_AUTH_METHOD", "private_key_jwt"),
+        ("OAUTH_INTROSPECTION_ENDPOINT", "http://idp.example.com/introspect"),
+        ("OAUTH_INTROSPECTION_CACHE_SECONDS", "0"),
+        ("DEV_TOKEN_FORMAT", "paseto"),
+    ],
+)
+def test_bad_introspection_values_name_their_variable(monkeypatch, name, value):
+    assert settings_error({name: value}, monkeypatch).startswith(name + ":")
+
+
 def test_settings_are_frozen(monkeypatch):
     settings = load_settings()
     with pytest.raises(ValueError, match="frozen"):
@@ -342,6 +427,11 @@ def test_settings_are_frozen(monkeypatch):
         ("OAUTH_ALGORITHMS", "RS999", "expected some of"),
         ("OAUTH_ALGORITHMS", "rs256", "expected some of"),
         ("OAUTH_ALGORITHMS", " , ", "expected at least one algorithm"),
+        ("OAUTH_DPOP", "sometimes", "expected allowed, required or off"),
+        ("OAUTH_DPOP_ALGORITHMS", "ES256,HS256", "only asymmetric algorithms"),
+        ("OAUTH_DPOP_ALGORITHMS", "none", "only asymmetric algorithms"),
+        ("OAUTH_DPOP_MAX_AGE_SECONDS", "0", "greater than or equal to 1"),
+        ("OAUTH_DPOP_NONCE_SECRET", "short", "at least 32 characters"),
         ("PORT", "abc", "valid integer"),
         ("PORT", "0", "greater than or equal to 1"),
         ("PORT", "70000", "less than or equal to 65535"),

@@ -92,12 +92,19 @@ class AccessLog:
     def _record(self, scope: Scope, state: dict, status: int, seconds: float, request_id: str) -> None:
         auth = request_auth(scope)
         outcome = auth.outcome if auth is not None else None
+        binding = auth.binding if auth is not None else None  # bearer/dpop/mtls: never the token or proof
         # No more of the path than the line shows (one character more says it was cut): the entry waits for its
         # batch, and the client chose the path's length.
         path = scope["path"][: MAX_PATH_CHARS + 1]
         if self.metrics is not None:
             self.metrics.observe_request(
-                path=path, method=scope["method"], status=status, seconds=seconds, auth=outcome
+                path=path,
+                method=scope["method"],
+                status=status,
+                seconds=seconds,
+                auth=outcome,
+                issuer=auth.issuer if auth is not None else None,
+                binding=binding,
             )
             for tool in auth.refused_tools if auth is not None else ():
                 self.metrics.observe_tool_call(tool, "refused")
@@ -115,6 +122,8 @@ class AccessLog:
             getattr(principal, "subject", None),
             getattr(principal, "client_id", None),
             request_id,
+            auth.issuer if auth is not None else None,
+            binding,
         )
         if not self.direct.defer(access_line, entry):
             message, fields = access_line(entry)
@@ -124,7 +133,7 @@ class AccessLog:
 def access_line(entry: tuple[object, ...]) -> tuple[str, dict[str, object]]:
     """The access line's message and extra fields, from what _record kept of the request (formatted later, when
     the log batch is written, on the default set-up)."""
-    method, path, status, seconds, client, outcome, subject, client_id, request_id = entry
+    method, path, status, seconds, client, outcome, subject, client_id, request_id, issuer, binding = entry
     fields: dict[str, object] = {
         "method": loggable(method, 16),
         "path": loggable(path, MAX_PATH_CHARS),
@@ -132,13 +141,15 @@ def access_line(entry: tuple[object, ...]) -> tuple[str, dict[str, object]]:
         "duration_ms": round(cast(float, seconds) * 1000, 1),
         "client": loggable(client),
         "auth": outcome,
+        "binding": binding,
         "subject": loggable(subject),
         "client_id": loggable(client_id),
         "request_id": request_id,
+        "issuer": loggable(issuer, 256),  # a configured issuer, "other" or "none"
     }
     context = " ".join(
         f"{name}={fields[name]}"
-        for name in ("client", "auth", "subject", "client_id", "request_id")
+        for name in ("client", "auth", "subject", "client_id", "request_id", "issuer", "binding")
         if fields[name] is not None
     )
     return ACCESS_FORMAT % (fields["method"], fields["path"], status, fields["duration_ms"], context), fields

@@ -4,6 +4,7 @@ scope gate -> routes."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -19,14 +20,20 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 
+from auth.binding import CertificateCheck, KeyBinding
 from auth.challenge import ChallengeResponder
 from auth.client_cert import CertificateBinding
 from auth.discovery import DiscoveredJWKSUri
+from auth.dpop_nonce import NonceSource
+from auth.dpop_proof import ProofPolicy
+from auth.introspection import Introspector
+from auth.issuer_config import IssuerConfig
+from auth.issuer_router import IssuerRouter, IssuerVerifier
 from auth.jwks_cache import JWKSCache
 from auth.jwt_verifier import JwtVerifier
 from auth.middleware import BearerAuthMiddleware
 from auth.scope_gate import ScopeGate
-from auth.token_rules import TokenRules
+from auth.token_source import TokenSource, build_introspector
 from auth.tooling.dev_issuer import DEV_ISSUER_PATH, DevIssuer
 from settings import Settings, is_loopback_host
 from tools.notes_store import NotesLimits, NotesStore, SchemaTooNew
@@ -47,9 +54,12 @@ from web.well_known import resource_metadata_url, well_known_routes
 if TYPE_CHECKING:
     from tools.notes_store_postgres import PostgresNotesStore
 
+logger = logging.getLogger(__name__)
+
 MCP_PATH = "/mcp"
 CORS_ALLOW_HEADERS = [
     "Authorization",
+    "DPoP",
     "Content-Type",
     "Accept",
     "MCP-Protocol-Version",
@@ -59,15 +69,19 @@ CORS_ALLOW_HEADERS = [
     "Last-Event-ID",
     "X-Request-ID",
 ]
-CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "Mcp-Session-Id", "X-Request-ID"]
+CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "DPoP-Nonce", "Mcp-Session-Id", "X-Request-ID"]
 
 
 @dataclass(frozen=True)
 class Components:
-    """What tests and operators may want to reach inside a built app."""
+    """What tests and operators may want to reach inside a built app. `keys` and `verifier`: the first issuer's."""
 
     keys: JWKSCache
     verifier: JwtVerifier
+    router: IssuerRouter
+    source: TokenSource  # the first issuer's verify step: JWTs by `verifier`, opaque tokens by `introspector`
+    introspector: Introspector | None
+    binding: KeyBinding
     mcp: MCPServer
     store: SQLiteNotesStore | PostgresNotesStore
     metrics: Metrics
@@ -122,18 +136,71 @@ def build_notes_store(settings: Settings) -> SQLiteNotesStore | PostgresNotesSto
     )
 
 
-def build_jwks_cache(settings: Settings) -> JWKSCache:
-    source = settings.oauth_jwks_uri or DiscoveredJWKSUri(
-        settings.oauth_issuer,
-        settings.oauth_well_known_url,
+def build_jwks_cache(config: IssuerConfig, settings: Settings) -> JWKSCache:
+    """One issuer's key set: its own discovery, TTL, cooldown and last-known-good keys, its own HTTP client."""
+    source = config.jwks_uri or DiscoveredJWKSUri(
+        config.issuer,
+        config.well_known_url,
         timeout=settings.oauth_http_timeout_seconds,
     )
     return JWKSCache(
         source,
-        ttl=settings.oauth_jwks_cache_seconds,
-        cooldown=settings.oauth_jwks_refresh_cooldown_seconds,
-        max_stale=settings.oauth_jwks_max_stale_seconds,
+        ttl=config.jwks_cache_seconds,
+        cooldown=config.jwks_refresh_cooldown_seconds,
+        max_stale=config.jwks_max_stale_seconds,
         timeout=settings.oauth_http_timeout_seconds,
+    )
+
+
+def build_issuer_verifier(config: IssuerConfig, settings: Settings) -> IssuerVerifier:
+    """One trusted issuer's verifier: its key set and rules; the verification cache limits are the server's."""
+    keys = build_jwks_cache(config, settings)
+    verifier = JwtVerifier(
+        keys,
+        config.token_rules(),
+        algorithms=config.algorithms,
+        max_token_bytes=settings.oauth_max_token_bytes,
+        cache_entries=settings.oauth_token_cache_entries,
+        cache_seconds=settings.oauth_token_cache_seconds,
+        refusal_cache_seconds=settings.oauth_refusal_cache_seconds,
+    )
+    introspector = build_introspector(config, settings)
+    source = TokenSource(verifier, introspector, introspect_jwts=config.introspect_jwts and introspector is not None)
+    return IssuerVerifier(config, keys, verifier, source)
+
+
+def build_router(settings: Settings) -> IssuerRouter:
+    """A verifier per trusted issuer (OAUTH_ISSUERS_FILE's tables in file order, else the OAUTH_* one)."""
+    return IssuerRouter(
+        [build_issuer_verifier(config, settings) for config in settings.issuers],
+        max_token_bytes=settings.oauth_max_token_bytes,
+    )
+
+
+def build_key_binding(settings: Settings, *, certificate: CertificateCheck | None = None) -> KeyBinding:
+    """The bind step from OAUTH_DPOP*: proof rules, the public URL proofs name, and nonces when asked for;
+    `certificate` checks certificate-bound tokens (none: they are refused)."""
+    if settings.oauth_dpop == "off":
+        return KeyBinding(certificate=certificate)
+    max_age = settings.oauth_dpop_max_age_seconds
+    nonces = None
+    if settings.oauth_dpop_nonce:
+        secret = settings.oauth_dpop_nonce_secret
+        if secret is None:
+            logger.warning(
+                "OAUTH_DPOP_NONCE: no OAUTH_DPOP_NONCE_SECRET set, so this process made its own: its DPoP nonces are "
+                "good on this replica only (set the same secret on every replica)"
+            )
+            nonces = NonceSource.generated(lifetime=max_age)
+        else:
+            nonces = NonceSource(secret.get_secret_value().encode(), lifetime=max_age)
+    return KeyBinding(
+        mode=settings.oauth_dpop,
+        policy=ProofPolicy(algorithms=frozenset(settings.oauth_dpop_algorithms), max_age=max_age),
+        server_url=settings.mcp_server_url,
+        endpoint_path=MCP_PATH,
+        nonces=nonces,
+        certificate=certificate,
     )
 
 
@@ -149,22 +216,16 @@ def build_app(
     settings.require_issuer()
     break_runner_cycles()  # each call's SDK objects freed as it ends, not by the cyclic collector
     scopes = scopes_supported(settings)
-    keys = build_jwks_cache(settings)
-    verifier = JwtVerifier(
-        keys,
-        TokenRules.from_settings(settings),
-        algorithms=settings.oauth_algorithms,
-        max_token_bytes=settings.oauth_max_token_bytes,
-        cache_entries=settings.oauth_token_cache_entries,
-        cache_seconds=settings.oauth_token_cache_seconds,
-        refusal_cache_seconds=settings.oauth_refusal_cache_seconds,
-    )
+    router = build_router(settings)
+    first = router.issuers[0]
     store = build_notes_store(settings)
     tracer = tracer_provider.get_tracer(TRACER_NAME) if tracer_provider is not None else None
     system = "sqlite" if isinstance(store, SQLiteNotesStore) else "postgresql"
     tools_store: NotesStore = store if tracer is None else TracedNotesStore(store, tracer, system=system)
     specs = tool_specs(settings, tools_store)
-    metrics = Metrics(keys=keys, tool_names=[spec.name for spec in specs], pool_stats=pool_stats_of(store))
+    metrics = Metrics(
+        key_sets=router.key_sets, tool_names=[spec.name for spec in specs], pool_stats=pool_stats_of(store)
+    )
     mcp = build_mcp_server(settings, specs, middleware=[ToolCallMetrics(metrics)])
     drop_idle_tracing(mcp)
     # Host and Origin are checked by TransportGuard, against the public URL, before auth.
@@ -178,21 +239,27 @@ def build_app(
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
 
+    binding = build_key_binding(settings, certificate=CertificateBinding.from_settings(settings))
+    dpop_algorithms = settings.oauth_dpop_algorithms if settings.oauth_dpop != "off" else []
     responder = ChallengeResponder(
         resource_metadata_url=resource_metadata_url(settings.mcp_server_url),
         scopes=scopes,
-        scope_prefix=settings.oauth_scope_prefix,
+        scope_prefix=settings.scope_prefix,
+        dpop_algorithms=dpop_algorithms,
+        bearer=settings.oauth_dpop != "required",
     )
     routes: list[BaseRoute] = [
         # The MCP endpoint first: every call would otherwise be matched against each route below in turn.
         Route(MCP_PATH, endpoint=mcp_app),
         *well_known_routes(
             server_url=settings.mcp_server_url,
-            issuer=settings.oauth_issuer,
+            issuers=[issuer.issuer for issuer in router.issuers],
             scopes=scopes,
-            idp_metadata_url=settings.metadata_url,
+            idp_metadata_url=first.config.metadata_url,  # several issuers: the first one's (documented)
+            dpop_algorithms=dpop_algorithms,
+            dpop_required=settings.oauth_dpop == "required",
         ),
-        *health_routes(keys, store),
+        *health_routes(router.key_sets, store),
         *metrics_routes(metrics, settings.metrics_token),
     ]
     public_prefixes = ["/.well-known/"]
@@ -235,13 +302,14 @@ def build_app(
         ),
         Middleware(
             BearerAuthMiddleware,
-            verifier=verifier,
+            verifier=router,
             responder=responder,
             resource=settings.mcp_server_url,
+            binding=binding,
             required_scopes=settings.oauth_required_scopes,
             public_paths=["/healthz", "/readyz", METRICS_PATH],  # /metrics checks its own token
             public_prefixes=public_prefixes,
-            certificates=CertificateBinding.from_settings(settings),
+            issuer_of=router.issuer_label,
         ),
         Middleware(
             ScopeGate,
@@ -260,12 +328,24 @@ def build_app(
         try:
             async with mcp.session_manager.run():
                 if dev_issuer is None:
-                    keys.prefetch()  # the dev issuer is this very server: not listening yet
+                    for keys in router.key_sets.values():
+                        keys.prefetch()  # the dev issuer is this very server: not listening yet
                 yield
         finally:
-            await keys.aclose()
+            for issuer in router.issuers:
+                await issuer.aclose()
             await store.close()
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.components = Components(keys=keys, verifier=verifier, mcp=mcp, store=store, metrics=metrics)
+    app.state.components = Components(
+        keys=first.keys,
+        verifier=first.verifier,
+        router=router,
+        source=first.source,
+        introspector=first.source.introspector,
+        mcp=mcp,
+        store=store,
+        metrics=metrics,
+        binding=binding,
+    )
     return app

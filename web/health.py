@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,16 +24,30 @@ async def store_answers(store: NotesStore, timeout: float = STORE_PING_TIMEOUT_S
         return False
 
 
-def health_routes(keys: JWKSCache, store: NotesStore) -> list[Route]:
+def key_set_problem(key_sets: Mapping[str, JWKSCache]) -> str | None:
+    """Why the key sets keep this server from being ready, or None. Ready once every issuer's keys were fetched
+    once while at least one issuer's are usable: an issuer whose IdP is down later refuses its own tokens (503)
+    without taking the others' traffic away. With one issuer: ready while its key set is usable."""
+    unready = [issuer for issuer, keys in key_sets.items() if not keys.ready]
+    for issuer in unready:
+        key_sets[issuer].prefetch()
+    never = [issuer for issuer in unready if key_sets[issuer].age is None]
+    if not never and len(unready) < len(key_sets):
+        return None
+    names = never or unready
+    return "signing keys not fetched yet" + (f" ({', '.join(names)})" if len(key_sets) > 1 else "")
+
+
+def health_routes(key_sets: Mapping[str, JWKSCache], store: NotesStore) -> list[Route]:
     async def healthz(_: Request) -> Response:
         # Liveness: the event loop answers. Never depends on the IdP or the database.
         return JSONResponse({"status": "ok"}, headers=_NO_CACHE)
 
     async def readyz(_: Request) -> Response:
         reasons = []
-        if not keys.ready:
-            keys.prefetch()
-            reasons.append("signing keys not fetched yet")
+        keys_problem = key_set_problem(key_sets)
+        if keys_problem is not None:
+            reasons.append(keys_problem)
         if not await store_answers(store):
             reasons.append("notes store unreachable")
         if not reasons:

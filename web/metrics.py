@@ -18,6 +18,8 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNKNOWN_TOOL = "unknown"
 OTHER = "other"
+NO_ISSUER = "none"  # the issuer label of an outcome no bearer check judged
+BINDINGS = frozenset({"bearer", "dpop", "mtls"})  # auth.binding; a bounded label set
 POOL_GAUGE_PREFIX = "mcp_notes_db_pool_"
 _METRIC_NAME_PART = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
@@ -93,19 +95,31 @@ class Metrics:
     def __init__(
         self,
         *,
-        keys: KeySetStats | None = None,
+        key_sets: Mapping[str, KeySetStats] | None = None,
         tool_names: Iterable[str] = (),
         pool_stats: PoolStats | None = None,
     ) -> None:
-        self.keys = keys
+        self.key_sets = dict(key_sets or {})  # by configured issuer
         self.tool_names = frozenset(tool_names)
         self.pool_stats = pool_stats
         self.requests: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self.durations: dict[str, Histogram] = {}
-        self.auth_outcomes: defaultdict[str, int] = defaultdict(int)
+        # (outcome, issuer): the issuer is a configured one, "other" or "none" (RequestAuth.issuer), so bounded
+        self.auth_outcomes: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.auth_bindings: defaultdict[tuple[str, str], int] = defaultdict(int)  # (binding, outcome)
         self.tool_calls: defaultdict[tuple[str, str], int] = defaultdict(int)
 
-    def observe_request(self, *, path: str, method: str, status: int, seconds: float, auth: str | None) -> None:
+    def observe_request(
+        self,
+        *,
+        path: str,
+        method: str,
+        status: int,
+        seconds: float,
+        auth: str | None,
+        issuer: str | None = None,
+        binding: str | None = None,
+    ) -> None:
         route = route_template(path)
         self.requests[(route, method if method in KNOWN_METHODS else OTHER, str(status))] += 1
         histogram = self.durations.get(route)
@@ -113,7 +127,9 @@ class Metrics:
             histogram = self.durations[route] = Histogram(DURATION_BUCKETS)
         histogram.observe(seconds)
         if auth is not None:
-            self.auth_outcomes[auth] += 1
+            self.auth_outcomes[(auth, issuer or NO_ISSUER)] += 1
+            if binding in BINDINGS:
+                self.auth_bindings[(binding, auth)] += 1
 
     def observe_tool_call(self, tool: object, outcome: str) -> None:
         name = tool if isinstance(tool, str) and tool in self.tool_names else UNKNOWN_TOOL
@@ -143,34 +159,51 @@ class MetricsCollector:
             durations.add_metric((route,), histogram.cumulative(), histogram.sum)
         yield durations
         outcomes = CounterMetricFamily(
-            "mcp_auth_outcomes", "Bearer authentication outcomes by reason.", labels=("outcome",)
+            "mcp_auth_outcomes",
+            "Bearer authentication outcomes by reason and issuer (a configured issuer, other or none).",
+            labels=("outcome", "issuer"),
         )
-        for outcome, value in sorted(metrics.auth_outcomes.items()):
-            outcomes.add_metric((outcome,), value)
+        for labels, value in sorted(metrics.auth_outcomes.items()):
+            outcomes.add_metric(labels, value)
         yield outcomes
+        bindings = CounterMetricFamily(
+            "mcp_auth_bindings",
+            "Authentication outcomes by how the token was presented (bearer, dpop, mtls).",
+            labels=("binding", "outcome"),
+        )
+        for labels, value in sorted(metrics.auth_bindings.items()):
+            bindings.add_metric(labels, value)
+        yield bindings
         tools = CounterMetricFamily(
             "mcp_tool_calls", "Tool calls by tool and outcome (ok, tool_error, refused).", labels=("tool", "outcome")
         )
         for labels, value in sorted(metrics.tool_calls.items()):
             tools.add_metric(labels, value)
         yield tools
-        if metrics.keys is not None:
-            yield from key_set_families(metrics.keys)
+        if metrics.key_sets:
+            yield from key_set_families(metrics.key_sets)
         if metrics.pool_stats is not None:
             yield from pool_families(metrics.pool_stats)
 
 
-def key_set_families(keys: KeySetStats) -> Iterator[Metric]:
-    age = keys.age
-    yield CounterMetricFamily("mcp_jwks_fetches", "JWKS fetch attempts.", value=keys.fetch_count)
-    yield CounterMetricFamily("mcp_jwks_fetch_failures", "JWKS fetches that failed.", value=keys.failure_count)
-    yield GaugeMetricFamily(
-        "mcp_jwks_age_seconds",
-        "Age of the key set held (NaN before the first fetch).",
-        value=float("nan") if age is None else age,
+def key_set_families(key_sets: Mapping[str, KeySetStats]) -> Iterator[Metric]:
+    """The JWKS gauges and counters, one sample per trusted issuer (labelled with its configured issuer)."""
+    labels = ("issuer",)
+    fetches = CounterMetricFamily("mcp_jwks_fetches", "JWKS fetch attempts.", labels=labels)
+    failures = CounterMetricFamily("mcp_jwks_fetch_failures", "JWKS fetches that failed.", labels=labels)
+    ages = GaugeMetricFamily(
+        "mcp_jwks_age_seconds", "Age of the key set held (NaN before the first fetch).", labels=labels
     )
-    yield GaugeMetricFamily("mcp_jwks_keys", "Usable signing keys held.", value=keys.key_count)
-    yield GaugeMetricFamily("mcp_jwks_ready", "1 when a usable key set is held.", value=int(keys.ready))
+    counts = GaugeMetricFamily("mcp_jwks_keys", "Usable signing keys held.", labels=labels)
+    ready = GaugeMetricFamily("mcp_jwks_ready", "1 when a usable key set is held.", labels=labels)
+    for issuer, keys in key_sets.items():
+        age = keys.age
+        fetches.add_metric((issuer,), keys.fetch_count)
+        failures.add_metric((issuer,), keys.failure_count)
+        ages.add_metric((issuer,), float("nan") if age is None else age)
+        counts.add_metric((issuer,), keys.key_count)
+        ready.add_metric((issuer,), int(keys.ready))
+    yield from (fetches, failures, ages, counts, ready)
 
 
 def pool_families(pool_stats: PoolStats) -> Iterator[Metric]:

@@ -22,18 +22,43 @@ def resource_metadata_url(server_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, PRM_PATH + parts.path.rstrip("/"), "", ""))
 
 
-def protected_resource_metadata(server_url: str, issuer: str, scopes: Iterable[str]) -> dict[str, object]:
-    return {
+def protected_resource_metadata(
+    server_url: str,
+    issuers: Iterable[str],
+    scopes: Iterable[str],
+    *,
+    dpop_algorithms: Iterable[str] = (),
+    dpop_required: bool = False,
+) -> dict[str, object]:
+    """`dpop_algorithms` empty: DPoP is off and not announced; `dpop_required`: OAUTH_DPOP=required."""
+    document: dict[str, object] = {
         "resource": server_url,
-        "authorization_servers": [issuer],  # the exact issuer string, never normalised
+        "authorization_servers": list(issuers),  # the exact issuer strings, never normalised, in file order
         "scopes_supported": list(scopes),
         "bearer_methods_supported": ["header"],
         "resource_name": "MCP resource server",
     }
+    algorithms = list(dpop_algorithms)
+    if algorithms:
+        document["dpop_signing_alg_values_supported"] = algorithms  # RFC 9728 section 2
+    if algorithms and dpop_required:
+        document["dpop_bound_access_tokens_required"] = True
+    return document
 
 
-def well_known_routes(*, server_url: str, issuer: str, scopes: Iterable[str], idp_metadata_url: str) -> list[Route]:
-    document = protected_resource_metadata(server_url, issuer, scopes)
+def well_known_routes(
+    *,
+    server_url: str,
+    issuers: Iterable[str],
+    scopes: Iterable[str],
+    idp_metadata_url: str,
+    dpop_algorithms: Iterable[str] = (),
+    dpop_required: bool = False,
+) -> list[Route]:
+    """`idp_metadata_url`: where the authorization-server well-knowns redirect (the first issuer's metadata)."""
+    document = protected_resource_metadata(
+        server_url, issuers, scopes, dpop_algorithms=dpop_algorithms, dpop_required=dpop_required
+    )
     public_path = urlsplit(server_url).path.rstrip("/")
 
     async def metadata(_: Request) -> Response:

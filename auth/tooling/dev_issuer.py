@@ -1,7 +1,8 @@
-"""A local OAuth issuer for development only: discovery, a JWKS and a client-credentials token endpoint.
+"""A local OAuth issuer for development only: discovery, a JWKS and a client-credentials token endpoint; with
+the opaque token format, an introspection (RFC 7662) and a revocation (RFC 7009) endpoint too.
 
-Its tokens are checked by the same JWKS cache and verifier as any real IdP's; it is mounted only by
-`python server.py --dev`, which binds to loopback.
+Its tokens are checked by the same JWKS cache and verifier (or introspector) as any real IdP's; it is mounted
+only by `python server.py --dev`, which binds to loopback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
 import jwt
@@ -21,11 +24,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from auth.errors import Reason, Refusal
+from auth.dpop_proof import ProofPolicy, proof_header, verify_proof
+from auth.dpop_replay import ReplayGuard
+from auth.errors import AuthError, Reason, Refusal
 from auth.refusal import refusal_response
+from settings import DEFAULT_DPOP_ALGORITHMS
 
 DEV_ISSUER_PATH = "/dev-issuer"
 _MAX_FORM_BYTES = 16 * 1024
+MAX_OPAQUE_TOKENS = 10_000  # the oldest issued opaque token is forgotten (then inactive) beyond this
+# DPoP proofs at the token endpoint (RFC 9449 section 5): the server's default algorithms and window.
+DPOP_POLICY = ProofPolicy(algorithms=frozenset(DEFAULT_DPOP_ALGORITHMS), max_age=300)
 
 
 class TokenRequestError(Refusal):
@@ -47,8 +56,11 @@ class DevIssuer:
         client_id: str,
         client_secret: str,
         lifetime: int = 3600,
+        opaque: bool = False,  # DEV_TOKEN_FORMAT=opaque
     ) -> None:
         self.issuer = issuer
+        self.opaque = opaque
+        self._opaque: OrderedDict[str, dict[str, Any]] = OrderedDict()  # issued opaque token -> its claims
         self.audience = audience
         self.scopes = tuple(scopes)
         self.client_id = client_id
@@ -56,6 +68,7 @@ class DevIssuer:
         self.lifetime = lifetime
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = "dev-" + secrets.token_hex(8)
+        self._dpop_replay = ReplayGuard(window=DPOP_POLICY.max_age)
 
     # --- documents -----------------------------------------------------------------------------
     def jwks(self) -> dict[str, object]:
@@ -77,11 +90,25 @@ class DevIssuer:
             "response_types_supported": ["token"],
             "scopes_supported": list(self.scopes),
             "id_token_signing_alg_values_supported": ["RS256"],
+            "dpop_signing_alg_values_supported": sorted(DPOP_POLICY.algorithms),
             "subject_types_supported": ["public"],
+            **self._opaque_metadata(),
+        }
+
+    def _opaque_metadata(self) -> dict[str, object]:
+        if not self.opaque:
+            return {}
+        methods = ["client_secret_basic", "client_secret_post"]
+        return {
+            "introspection_endpoint": f"{self.issuer}/introspect",
+            "introspection_endpoint_auth_methods_supported": methods,
+            "revocation_endpoint": f"{self.issuer}/revoke",
+            "revocation_endpoint_auth_methods_supported": methods,
         }
 
     # --- tokens --------------------------------------------------------------------------------
-    def mint(self, scopes: Iterable[str] | None = None, *, lifetime: int | None = None) -> str:
+    def mint(self, scopes: Iterable[str] | None = None, *, lifetime: int | None = None, jkt: str | None = None) -> str:
+        """An access token; bound to the DPoP key with thumbprint `jkt` when given (RFC 9449 section 6)."""
         now = int(time.time())
         granted = self.scopes if scopes is None else tuple(scopes)
         claims = {
@@ -95,6 +122,10 @@ class DevIssuer:
             "exp": now + (lifetime or self.lifetime),
             "jti": secrets.token_urlsafe(16),
         }
+        if jkt is not None:
+            claims["cnf"] = {"jkt": jkt}
+        if self.opaque:
+            return self._mint_opaque(claims)
         return jwt.encode(
             claims,
             self._key,
@@ -102,8 +133,56 @@ class DevIssuer:
             headers={"kid": self.kid, "typ": "at+jwt"},
         )
 
-    def token_response(self, form: dict[str, list[str]], authorization: str | None) -> dict[str, object]:
-        """RFC 6749 section 4.4 with client_secret_basic or client_secret_post, RFC 8707 `resource`."""
+    def _mint_opaque(self, claims: dict[str, Any]) -> str:
+        token = secrets.token_urlsafe(32)
+        self._opaque[token] = claims
+        while len(self._opaque) > MAX_OPAQUE_TOKENS:
+            self._opaque.popitem(last=False)
+        return token
+
+    def introspection_response(self, form: dict[str, list[str]], authorization: str | None) -> dict[str, object]:
+        """RFC 7662 section 2.2: the claims of a live opaque token this issuer issued, else only active false."""
+        token = self._authenticated_token(form, authorization)
+        claims = self._opaque.get(token)
+        if claims is None or claims["exp"] <= time.time():
+            return {"active": False}
+        return {"active": True, "token_type": "DPoP" if "cnf" in claims else "Bearer", **claims}
+
+    def revoke(self, form: dict[str, list[str]], authorization: str | None) -> dict[str, object]:
+        """RFC 7009: the token is inactive from now on (an unknown token is no error); the answer is empty."""
+        self._opaque.pop(self._authenticated_token(form, authorization), None)
+        return {}
+
+    def _authenticated_token(self, form: dict[str, list[str]], authorization: str | None) -> str:
+        if any(len(items) > 1 for items in form.values()):
+            raise TokenRequestError("invalid_request", "parameters must not repeat")
+        values = {name: items[0] for name, items in form.items()}
+        self._authenticate(values, authorization)
+        token = values.get("token")
+        if not token:
+            raise TokenRequestError("invalid_request", "the token parameter is required")
+        return token
+
+    def dpop_thumbprint(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """The key thumbprint of the token request's DPoP proof (htm POST, htu this token endpoint), or None when
+        the request carries none; TokenRequestError invalid_dpop_proof when it is not valid (RFC 9449 section 5)."""
+        try:
+            proof_text = proof_header(headers)
+            if proof_text is None:
+                return None
+            url = f"{self.issuer}/token"
+            proof = verify_proof(proof_text, method="POST", url=url, policy=DPOP_POLICY, now=time.time())
+        except AuthError as exc:
+            raise TokenRequestError("invalid_dpop_proof", exc.description) from None
+        if not self._dpop_replay.first_use(proof.thumbprint, proof.jti, proof.issued_at):
+            raise TokenRequestError("invalid_dpop_proof", Reason.DPOP_REPLAY.value)
+        return proof.thumbprint
+
+    def token_response(
+        self, form: dict[str, list[str]], authorization: str | None, *, jkt: str | None = None
+    ) -> dict[str, object]:
+        """RFC 6749 section 4.4 with client_secret_basic or client_secret_post, RFC 8707 `resource`; with `jkt`
+        (the request's DPoP proof key) a DPoP-bound token."""
         values = {name: items[0] for name, items in form.items() if len(items) == 1}
         if any(len(items) > 1 for items in form.values()):
             raise TokenRequestError("invalid_request", "parameters must not repeat")
@@ -125,8 +204,8 @@ class DevIssuer:
             raise TokenRequestError("invalid_scope", f"unknown scope: {' '.join(unknown)}")
         granted = tuple(requested) if requested else self.scopes
         return {
-            "access_token": self.mint(granted),
-            "token_type": "Bearer",
+            "access_token": self.mint(granted, jkt=jkt),
+            "token_type": "Bearer" if jkt is None else "DPoP",
             "expires_in": self.lifetime,
             "scope": " ".join(granted),
         }
@@ -176,7 +255,8 @@ class DevIssuer:
                     keep_blank_values=True,
                     strict_parsing=False,
                 )
-                answer = self.token_response(form, request.headers.get("authorization"))
+                jkt = self.dpop_thumbprint(request.headers.raw)
+                answer = self.token_response(form, request.headers.get("authorization"), jkt=jkt)
             except TokenRequestError as exc:
                 if exc.status == 401:
                     raw_headers.append((b"www-authenticate", b'Basic realm="dev-issuer"'))
@@ -184,6 +264,12 @@ class DevIssuer:
             except UnicodeDecodeError:
                 return refusal_response(TokenRequestError("invalid_request", "the form must be UTF-8"), raw_headers)
             return Response(json.dumps(answer), media_type="application/json", headers=headers)
+
+        async def introspect(request: Request) -> Response:
+            return await _form_endpoint(request, self.introspection_response)
+
+        async def revoke(request: Request) -> Response:
+            return await _form_endpoint(request, self.revoke)
 
         base = DEV_ISSUER_PATH
         return [
@@ -196,7 +282,38 @@ class DevIssuer:
             Route(f"{base}/jwks", jwks, methods=["GET"]),
             Route(f"{base}/authorize", authorize, methods=["GET"]),
             Route(f"{base}/token", token, methods=["POST"]),
+            *(
+                [
+                    Route(f"{base}/introspect", introspect, methods=["POST"]),
+                    Route(f"{base}/revoke", revoke, methods=["POST"]),
+                ]
+                if self.opaque
+                else []
+            ),
         ]
+
+
+async def _form_endpoint(
+    request: Request, answer_for: Callable[[dict[str, list[str]], str | None], dict[str, object]]
+) -> Response:
+    """A form POST answered with JSON (introspection, revocation), or an RFC 6749 section 5.2 error."""
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    raw_headers = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+    try:
+        body = await _bounded_body(request)
+        form = parse_qs(
+            body.decode("utf-8", "strict"),
+            keep_blank_values=True,
+            strict_parsing=False,
+        )
+        answer = answer_for(form, request.headers.get("authorization"))
+    except TokenRequestError as exc:
+        if exc.status == 401:
+            raw_headers.append((b"www-authenticate", b'Basic realm="dev-issuer"'))
+        return refusal_response(exc, raw_headers)
+    except UnicodeDecodeError:
+        return refusal_response(TokenRequestError("invalid_request", "the form must be UTF-8"), raw_headers)
+    return Response(json.dumps(answer), media_type="application/json", headers=headers)
 
 
 async def _bounded_body(request: Request) -> bytes:

@@ -5,6 +5,11 @@
 --   mode "bad_signature": the file's token with six signature characters replaced per request; must be a 401
 --   mode "forged_payload": the file's token with six payload characters replaced per request; must be a 401
 --   mode "reject":        the file's tokens (e.g. unknown kid) round-robin; must be a 401 invalid_token
+--   mode "dpop_call":     as "call", with the file's `token<TAB>proof` lines each used once, in order, as
+--                         `Authorization: DPoP token` and `DPoP: proof` (a proof is good once); the thread stops
+--                         when they run out (bench/dpop.py makes more than a run needs)
+--   mode "bad_proof":     the file's first `token<TAB>proof` line with six proof-signature characters replaced
+--                         per request; must be a 401 invalid_dpop_proof
 -- limit > 0 stops the thread after that many requests (a bounded pass over distinct tokens).
 -- A wrong answer is counted in `wrong` (and `errors` by kind); wrk's own counters still count it as a request.
 
@@ -33,10 +38,24 @@ function init(args)
    tool = args[2]
    limit = tonumber(args[4] or "0")
    tokens = {}
+   proofs = {}
    if args[3] ~= nil and args[3] ~= "-" then
       for line in io.lines(args[3]) do
-         if #line > 0 then table.insert(tokens, line) end
+         if #line > 0 then
+            local token, proof = line:match("^([^\t]+)\t(.+)$")
+            if token ~= nil then
+               table.insert(tokens, token)
+               table.insert(proofs, proof)
+            else
+               table.insert(tokens, line)
+            end
+         end
       end
+   end
+   dpop = mode == "dpop_call" or mode == "bad_proof"
+   expected_error = mode == "bad_proof" and "invalid_dpop_proof" or "invalid_token"
+   if mode == "dpop_call" and (limit == 0 or limit > #proofs) then
+      limit = #proofs  -- a proof is good once
    end
    -- ids are disjoint between threads; start each thread at a different token too
    next_id = thread_index * 100000000 + 1
@@ -58,15 +77,28 @@ function init(args)
    }
 end
 
+-- six characters in the middle of a JWT's signature, different for every request
+local function bad_signature(jwt)
+   local dot = jwt:find(".", jwt:find(".", 1, true) + 1, true)
+   local at = dot + 20
+   return jwt:sub(1, at - 1) .. b64digits(token_index, 6) .. jwt:sub(at + 6)
+end
+
+local function next_proof()
+   if mode == "bad_proof" then
+      token_index = token_index + 1
+      return tokens[1], bad_signature(proofs[1])
+   end
+   proof_index = math.min((proof_index or 0) + 1, #proofs)  -- the limit stops the thread before they run out
+   return tokens[proof_index], proofs[proof_index]
+end
+
 local function next_token()
    if #tokens == 0 then return nil end
    token_index = token_index + 1
    local token = tokens[(token_index % #tokens) + 1]
    if mode == "bad_signature" then
-      -- six characters in the middle of the signature, different for every request
-      local dot = token:find(".", token:find(".", 1, true) + 1, true)
-      local at = dot + 20
-      token = token:sub(1, at - 1) .. b64digits(token_index, 6) .. token:sub(at + 6)
+      token = bad_signature(token)
    elseif mode == "forged_payload" then
       -- six characters in the middle of the payload, different for every request; the signature left as it was
       local at = token:find(".", 1, true) + 20
@@ -83,9 +115,15 @@ function request()
    local id = next_id
    next_id = next_id + 1
    pending[id] = true
-   local token = next_token()
-   if token ~= nil then
-      headers["Authorization"] = "Bearer " .. token
+   if dpop then
+      local token, proof = next_proof()
+      headers["Authorization"] = "DPoP " .. token
+      headers["DPoP"] = proof
+   else
+      local token = next_token()
+      if token ~= nil then
+         headers["Authorization"] = "Bearer " .. token
+      end
    end
    local body = '{"jsonrpc":"2.0","id":' .. id .. ',"method":"tools/call","params":{"name":"' .. tool
       .. '","arguments":{"a":' .. id .. ',"b":0.5},' .. meta .. '}}'
@@ -105,7 +143,7 @@ local function header(headers_in, name)
 end
 
 function response(status, headers_in, body)
-   if mode == "call" then
+   if mode == "call" or mode == "dpop_call" then
       if status ~= 200 then return fail("status_" .. status) end
       local id = tonumber(body:match('^{"jsonrpc":"2.0","id":(%d+),') or body:match('"id":(%d+)'))
       if id == nil or not pending[id] then return fail("unknown_id") end
@@ -117,8 +155,8 @@ function response(status, headers_in, body)
    else
       if status ~= 401 then return fail("status_" .. status) end
       local challenge = header(headers_in, "www-authenticate") or ""
-      if not challenge:find('error="invalid_token"', 1, true) then return fail("no_challenge") end
-      if not body:find('"invalid_token"', 1, true) then return fail("body") end
+      if not challenge:find('error="' .. expected_error .. '"', 1, true) then return fail("no_challenge") end
+      if not body:find('"' .. expected_error .. '"', 1, true) then return fail("body") end
       ok = ok + 1
    end
 end

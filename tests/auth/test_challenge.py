@@ -7,7 +7,16 @@ import json
 import pytest
 
 from auth.challenge import ChallengeResponder
-from auth.errors import AuthError, InsufficientScope, InvalidToken, KeySetUnavailable, MissingToken, Reason
+from auth.errors import (
+    AuthError,
+    InsufficientScope,
+    InvalidDpopProof,
+    InvalidToken,
+    KeySetUnavailable,
+    MissingToken,
+    Reason,
+    UseDpopNonce,
+)
 
 
 class Recorded:
@@ -60,3 +69,46 @@ async def test_required_scopes_are_named_with_the_idp_prefix():
     _, headers, body = await answer(responder, InsufficientScope(("a",)))
     assert 'scope="x/a"' in headers[b"www-authenticate"].decode()
     assert body["error_description"] == "required scope: a"
+
+
+# --- DPoP (RFC 9449 section 7.1) -------------------------------------------------------------------
+
+PRM = "https://rs/prm"
+ALGS = ("ES256", "EdDSA")
+
+
+def challenges_of(responder: ChallengeResponder, exc: AuthError, scheme: str | None) -> list[str]:
+    return [value.decode() for name, value in responder.headers(exc, scheme) if name == b"www-authenticate"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("bearer", "scheme", "expected"),
+    [
+        # allowed mode, no token: both challenges
+        (True, None, ['Bearer resource_metadata="https://rs/prm", scope="a"', 'DPoP algs="ES256 EdDSA"']),
+        # required mode: DPoP alone, with what the Bearer one would have said
+        (False, None, ['DPoP algs="ES256 EdDSA", resource_metadata="https://rs/prm", scope="a"']),
+    ],
+)
+def test_the_no_token_challenges_per_mode(bearer, scheme, expected):
+    responder = ChallengeResponder(resource_metadata_url=PRM, scopes=["a"], dpop_algorithms=ALGS, bearer=bearer)
+    assert challenges_of(responder, MissingToken(), scheme) == expected
+
+
+def test_a_dpop_request_gets_the_dpop_challenge_with_the_error_and_a_nonce_refusal_a_fresh_nonce():
+    responder = ChallengeResponder(resource_metadata_url=PRM, scopes=["a"], dpop_algorithms=ALGS)
+    [challenge] = challenges_of(responder, InvalidDpopProof(Reason.DPOP_SIGNATURE), "dpop")
+    assert challenge == (
+        'DPoP algs="ES256 EdDSA", error="invalid_dpop_proof", error_description="DPoP proof signature is invalid", '
+        'resource_metadata="https://rs/prm", scope="a"'
+    )
+    headers = dict(responder.headers(UseDpopNonce("n-1"), "dpop"))
+    assert headers[b"dpop-nonce"] == b"n-1"
+    assert b'error="use_dpop_nonce"' in headers[b"www-authenticate"]
+
+
+def test_a_bearer_refusal_in_allowed_mode_keeps_its_bearer_error_and_offers_dpop():
+    responder = ChallengeResponder(resource_metadata_url=PRM, scopes=["a"], dpop_algorithms=ALGS)
+    bearer, dpop = challenges_of(responder, InvalidToken(Reason.EXPIRED), "bearer")
+    assert bearer.startswith('Bearer error="invalid_token", error_description="token has expired"')
+    assert dpop == 'DPoP algs="ES256 EdDSA"'

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auth.credential import bearer_token
+from auth.credential import Credential, bearer_token, request_credential
 from auth.errors import AuthError, InvalidRequest, InvalidToken, MissingToken, Reason
 
 
@@ -40,3 +40,16 @@ def test_any_headers_give_a_token_or_an_auth_error(headers):
         assert 400 <= exc.status < 500
     else:
         assert token and token == token.strip()
+
+
+def test_the_dpop_scheme_in_any_case():
+    assert request_credential([(b"authorization", b"DPoP abc")]) == Credential("dpop", "abc")
+    assert request_credential([(b"authorization", b"dpop  abc ")]) == Credential("dpop", "abc")
+    assert request_credential([(b"authorization", b"BEARER abc")]) == Credential("bearer", "abc")
+    assert "abc" not in repr(Credential("dpop", "abc"))
+
+
+def test_only_bearer_where_only_bearer_is_spoken():
+    with pytest.raises(MissingToken) as caught:
+        bearer_token([(b"authorization", b"DPoP abc")])
+    assert caught.value.reason is Reason.OTHER_SCHEME

@@ -15,7 +15,7 @@ from auth.jwks_cache import parse_jwks
 from auth.tooling.dev_issuer import DevIssuer
 from server import dev_settings
 from settings import Settings, SettingsError, load_settings
-from tests.support import parse_mcp_response
+from tests.support import MCP_HEADERS, DpopKey, dpop_headers, parse_mcp_response, rpc_body
 from tests.test_server_cli import call_get_me, running_server
 from web.app import build_app
 
@@ -353,3 +353,54 @@ def test_token_from_the_endpoint_is_accepted_on_mcp(tmp_path):
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer ")
     assert "e2e-secret" not in server.stdout + server.stderr
+
+
+# --- DPoP-bound tokens (RFC 9449 section 5) --------------------------------------------------------
+
+
+def test_a_token_request_with_a_dpop_proof_gets_a_bound_token(client, ec_private_key):
+    key = DpopKey(ec_private_key, "ES256")
+    proof = key.proof("POST", f"{ISSUER}/token")
+    response = client.post(TOKEN_URL, data={"grant_type": "client_credentials"}, headers={**basic(), "DPoP": proof})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["token_type"] == "DPoP"
+    assert decode(client, answer["access_token"])["cnf"] == {"jkt": key.thumbprint}
+    assert "dpop_signing_alg_values_supported" in client.get("/dev-issuer/.well-known/openid-configuration").json()
+
+
+def test_a_dpop_bound_dev_token_works_with_proofs_only(tmp_path, ec_private_key):
+    """`python server.py --dev`, over real HTTP: the token from a proof-carrying request, then proofs on /mcp."""
+    key = DpopKey(ec_private_key, "ES256")
+    with running_server("--dev", cwd=tmp_path) as server:
+        token_url, mcp_url = f"{server.base_url}/dev-issuer/token", f"{server.base_url}/mcp"
+        answer = httpx.post(
+            token_url,
+            data={"grant_type": "client_credentials"},
+            auth=("dev-client", "dev-secret"),
+            headers={"DPoP": key.proof("POST", token_url)},
+            timeout=10.0,
+        ).json()
+        token = answer["access_token"]
+        body = rpc_body("tools/call", {"name": "get_me", "arguments": {}})
+        called = httpx.post(mcp_url, json=body, headers=dpop_headers(token, key.proof(htu=mcp_url, token=token)))
+        assert called.status_code == 200, called.text
+        as_bearer = httpx.post(mcp_url, json=body, headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"})
+        assert as_bearer.status_code == 401
+
+
+@pytest.mark.parametrize("fault", ["htu", "htm", "replay", "garbage"])
+def test_a_bad_proof_at_the_token_endpoint_is_a_400_invalid_dpop_proof(client, ec_private_key, fault):
+    key = DpopKey(ec_private_key, "ES256")
+    proof = {
+        "htu": key.proof("POST", SERVER_URL),
+        "htm": key.proof("GET", f"{ISSUER}/token"),
+        "replay": key.proof("POST", f"{ISSUER}/token"),
+        "garbage": "a.b.c",
+    }[fault]
+    form = {"grant_type": "client_credentials"}
+    if fault == "replay":
+        assert client.post(TOKEN_URL, data=form, headers={**basic(), "DPoP": proof}).status_code == 200
+    response = client.post(TOKEN_URL, data=form, headers={**basic(), "DPoP": proof})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_dpop_proof"

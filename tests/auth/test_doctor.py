@@ -14,8 +14,9 @@ import pytest
 import respx
 
 from auth.discovery import metadata_candidates
+from auth.tooling import doctor
 from auth.tooling.doctor import Doctor
-from settings import Settings
+from settings import Settings, load_settings
 from tests.e2e.conftest import SERVER_SCRIPT, ServerLauncher, ServerProcess, server_environment
 from tests.support import CLIENT_ID, DISCOVERY_URL, ISSUER, JWKS_URI, SERVER_URL, FakeIdP, Signer, make_settings
 
@@ -93,6 +94,17 @@ async def test_a_client_credentials_token_is_reported_as_a_machine(idp: FakeIdP,
 
     assert code == 0
     assert verdict(report) == f"[ok] VERDICT: accepted: subject '{CLIENT_ID}@clients', client '{CLIENT_ID}', machine"
+
+
+async def test_a_dpop_bound_token_is_explained_as_needing_a_proof(idp: FakeIdP, signer: Signer) -> None:
+    token = signer.token(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
+
+    code, report = await diagnose(make_settings(), token)
+
+    assert code == 0
+    bound = "bound to a DPoP key (cnf.jkt): must be sent with the DPoP scheme and a proof (RFC 9449)"
+    assert f"[info] {bound}" in report
+    assert verdict(report) == f"[ok] VERDICT: accepted: subject 'user-123', client 'client-abc', user; {bound}"
 
 
 async def test_without_a_token_only_configuration_and_idp_are_checked(idp: FakeIdP) -> None:
@@ -635,3 +647,45 @@ def test_cli_bad_configuration_exits_2_with_one_line(tmp_path: Path, env: dict[s
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(message), result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- several issuers (OAUTH_ISSUERS_FILE) ---------------------------------------------------------------------
+PARTNER = "https://login.partner.example.org/"
+PARTNER_JWKS = "https://login.partner.example.org/keys"
+
+
+def several_issuers(tmp_path: Path) -> Settings:
+    text = f'[[issuer]]\nissuer = "{ISSUER}"\n\n[[issuer]]\nissuer = "{PARTNER}"\nclient_ids = ["partner-app"]\n'
+    (tmp_path / "issuers.toml").write_text(text, encoding="utf-8")
+    return load_settings(oauth_issuers_file=str(tmp_path / "issuers.toml"), mcp_server_url=SERVER_URL, _env_file=None)
+
+
+async def test_with_several_issuers_a_token_is_explained_by_the_issuer_it_names(tmp_path, idp, rotated_signer):
+    serve_idp(idp.router, PARTNER, PARTNER_JWKS, rotated_signer)
+    settings = several_issuers(tmp_path)
+    lines: list[str] = []
+    code = await doctor.run_doctor(settings, lines.append, rotated_signer.token(iss=PARTNER, azp="other-app"))
+    report = "\n".join(lines)
+    assert code == 1 and report.startswith(f"Issuer {PARTNER} (the token's iss)")
+    assert f"discovery names issuer {PARTNER!r}" in report
+    assert "VERDICT: refused with 401: token client is not accepted" in verdict(report)
+
+    lines.clear()
+    assert await doctor.run_doctor(settings, lines.append, rotated_signer.token(iss=PARTNER, azp="partner-app")) == 0
+    assert "VERDICT: accepted" in verdict("\n".join(lines))
+
+
+async def test_with_several_issuers_an_unknown_issuer_is_named_and_each_issuer_checked_without_a_token(
+    tmp_path, idp, signer, rotated_signer
+):
+    serve_idp(idp.router, PARTNER, PARTNER_JWKS, rotated_signer)
+    settings = several_issuers(tmp_path)
+    lines: list[str] = []
+    assert await doctor.run_doctor(settings, lines.append, signer.token(iss="https://evil.example.com/")) == 1
+    assert "the token names no trusted issuer" in "\n".join(lines)
+
+    lines.clear()
+    assert await doctor.run_doctor(settings, lines.append, None) == 0
+    report = "\n".join(lines)
+    assert f"Issuer [[issuer]] #1: {ISSUER}" in report and f"Issuer [[issuer]] #2: {PARTNER}" in report
+    assert report.count("Result: all checks passed") == 2

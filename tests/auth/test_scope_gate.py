@@ -82,7 +82,7 @@ def insufficient_scope_challenge(scope: str) -> str:
 
 def assert_insufficient_scope(response: Any, scope: str) -> None:
     assert response.status_code == 403, response.text
-    assert response.headers["www-authenticate"] == insufficient_scope_challenge(scope)
+    assert response.headers.get_list("www-authenticate")[0] == insufficient_scope_challenge(scope)
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"error": "insufficient_scope", "error_description": f"required scope: {scope}"}
 
@@ -268,7 +268,7 @@ async def test_sdk_client_without_the_scope_gets_an_error_from_the_403(idp, sign
     assert raised.value.message == "Server returned an error response"
     refused = responses[-1]
     assert refused.status_code == 403
-    assert refused.headers["www-authenticate"] == insufficient_scope_challenge(CALC)
+    assert refused.headers.get_list("www-authenticate")[0] == insufficient_scope_challenge(CALC)
 
 
 @pytest.mark.parametrize(("mode", "version"), [("auto", MODERN_VERSION), ("legacy", "2025-11-25")])
@@ -805,7 +805,7 @@ def test_scopes_are_advertised_in_metadata_and_the_401_challenge(client):
         assert client.get(path).json()["scopes_supported"] == [READ, WRITE, CALC]
     response = client.post("/mcp", json=rpc_body("tools/list"), headers=MCP_HEADERS)
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == (
+    assert response.headers.get_list("www-authenticate")[0] == (
         f'Bearer resource_metadata="{PRM_URL}", scope="{READ} {WRITE} {CALC}"'
     )
 

@@ -7,7 +7,7 @@ import pytest
 
 from auth.claims import TokenClaims
 from auth.errors import InvalidToken, Reason
-from auth.token_rules import AudienceRule, BindingRule, IssuerRule, LifetimeRule, TokenRules
+from auth.token_rules import AudienceRule, IssuerRule, LifetimeRule, TokenRules
 from tests.support import ISSUER, SERVER_URL, make_claims
 
 NOW = 1_800_000_000.0
@@ -42,17 +42,6 @@ def test_the_audience_rule_explains_the_usual_causes():
     AudienceRule((SERVER_URL,), optional=True).check(TokenClaims.parse(make_claims(drop=("aud",))), NOW)
 
 
-@pytest.mark.parametrize(
-    ("cnf", "cites"),
-    [({"jkt": "abc"}, "RFC 9449 section 7"), ({"x5t#S256": "abc"}, "RFC 8705 section 3"), ("odd", "RFC 7800")],
-)
-def test_a_key_bound_token_is_refused_with_the_rfc_that_says_why(cnf, cites):
-    exc = refusal(BindingRule(), cnf=cnf)
-    assert exc.reason is Reason.KEY_BOUND
-    assert exc.status == 401 and exc.error == "invalid_token"
-    assert cites in exc.detail
-
-
 def test_the_rules_check_in_order_and_build_the_principal():
     rules = TokenRules.create(issuers=(ISSUER,), audiences=(SERVER_URL,), clock=lambda: NOW)
     principal = rules.check(TokenClaims.parse(make_claims(exp=NOW + 60, iat=NOW)))
@@ -60,13 +49,15 @@ def test_the_rules_check_in_order_and_build_the_principal():
     with pytest.raises(InvalidToken) as caught:  # expired and foreign: the lifetime is said first
         rules.check(TokenClaims.parse(make_claims(exp=NOW - 600, iss="https://other/")))
     assert caught.value.reason is Reason.EXPIRED
-    with pytest.raises(InvalidToken) as caught:
-        rules.check(TokenClaims.parse(make_claims(exp=NOW + 60, cnf={"jkt": "x"})))
-    assert caught.value.reason is Reason.KEY_BOUND
+    # A key binding is no claim rule: the principal carries it, and auth.binding checks it on every request.
+    bound = rules.check(TokenClaims.parse(make_claims(exp=NOW + 60, cnf={"jkt": "x", "n": 1})))
+    assert bound.confirmation == {"jkt": "x"}
+    assert rules.check(TokenClaims.parse(make_claims(exp=NOW + 60, cnf="odd"))).confirmation == {}
+    assert principal.confirmation is None
     assert [type(rule).__name__ for rule in rules.claim_rules] == [
         "LifetimeRule",
         "IssuerRule",
+        "TokenTypeRule",
         "AudienceRule",
         "SubjectRule",
-        "BindingRule",
     ]

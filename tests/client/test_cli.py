@@ -10,9 +10,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import respx
 
+from client.cli import main
 from client.config import ClientSettings, ConfigError, resolve
+from tests.client.dpop_support import BindingIdP, check_proof
 from tests.e2e.conftest import PROJECT_ROOT, ServerLauncher, ServerProcess, free_port
 
 WRONG_SECRET = "wrong-secret-4f1c9e"
@@ -299,3 +303,47 @@ def test_environment_values_are_used_and_flags_replace_them(monkeypatch: pytest.
 def test_an_unknown_auth_method_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="OAUTH_TOKEN_AUTH_METHOD"):
         resolve({"auth_method": "private_key_jwt"}, ClientSettings(_env_file=None))
+
+
+# --- DPoP (in process; the IdP is respx) ---------------------------------------------------------------
+
+DPOP_TOKEN_URL = "https://idp.example.com/oauth/token"
+DPOP_ARGS = ["--token-url", DPOP_TOKEN_URL, "--client-id", "c", "--client-secret", "s-cli-9e1"]
+
+
+@pytest.mark.parametrize("position", ["before-the-command", "after-the-command", "environment"])
+def test_dpop_token_command_gets_a_bound_token(tmp_path: Path, monkeypatch, capsys, position: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = {
+        "before-the-command": ["--dpop", *DPOP_ARGS, "token"],
+        "after-the-command": [*DPOP_ARGS, "token", "--dpop"],
+        "environment": [*DPOP_ARGS, "token"],
+    }[position]
+    if position == "environment":
+        monkeypatch.setenv("OAUTH_CLIENT_DPOP", "true")
+    issuer = BindingIdP(DPOP_TOKEN_URL)
+
+    with respx.mock(assert_all_mocked=True) as router:
+        route = router.post(DPOP_TOKEN_URL).mock(side_effect=issuer)
+        code = main(argv)
+
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert out.out.strip() == issuer.issued[0]
+    check_proof(route.calls[0].request.headers["DPoP"], "POST", DPOP_TOKEN_URL)
+
+
+def test_dpop_with_an_idp_that_answers_bearer_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    bearer = httpx.Response(200, json={"access_token": "plain-bearer-tok", "token_type": "Bearer", "expires_in": 60})
+
+    with respx.mock(assert_all_mocked=True) as router:
+        router.post(DPOP_TOKEN_URL).mock(return_value=bearer)
+        code = main(["--dpop", *DPOP_ARGS, "token"])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1
+    assert "answered the DPoP request with 'Bearer', not a DPoP-bound token" in err
+    assert "plain-bearer-tok" not in err
+    assert "s-cli-9e1" not in err

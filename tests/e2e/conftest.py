@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from secret_files import secret_fields
 from settings import Settings
+from tests.e2e.oidc_idp import oidc_idps  # noqa: F401 - the fixture: panva's oidc-provider instances
 from tests.support import LEGACY_VERSION, MCP_HEADERS, Signer, bearer, rpc_body
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -156,12 +156,13 @@ def test_any_jose_header_gets_a_4xx_or_a_structured_answer(
 @example(value=b"Bearer a.b.c")
 @example(value=b"bearer \xff\xfe.x.y")
 @example(value=b"Basic dXNlcjpwYXNz")
+@example(value=b"DPoP a.b.c")
 def test_any_authorization_header_gets_a_4xx(world: tuple[TestClient, Signer], value: bytes) -> None:
     client, _ = world
     response = call(client, value)
     assert 400 <= response.status_code < 500
-    if response.status_code == 401:
-        assert response.headers["www-authenticate"].startswith("Bearer ")
+    if response.status_code == 401:  # DPoP allowed (the default): the DPoP challenge when DPoP was used
+        assert response.headers["www-authenticate"].startswith(("Bearer ", "DPoP "))
 
 
 def test_a_key_bound_token_sent_as_bearer_is_refused_and_the_log_says_why(

@@ -85,7 +85,7 @@ def call_get_me(client: TestClient, headers: dict[str, str]) -> dict[str, object
 def test_missing_token_gets_plain_challenge_without_error(client, settings):
     response = client.post("/mcp", json=rpc_body("tools/list"), headers=MCP_HEADERS)
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == missing_token_challenge(settings)
+    assert response.headers.get_list("www-authenticate")[0] == missing_token_challenge(settings)
     assert "error" not in challenge(response)
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"] == "unauthorized"
@@ -98,7 +98,9 @@ def test_missing_token_challenge_names_configured_scopes(scoped_client):
     assert "error" not in params
     assert params["resource_metadata"] == PRM_URL
     assert params["scope"].split()[:2] == SCOPES
-    assert response.headers["www-authenticate"] == missing_token_challenge(make_settings(oauth_required_scopes=SCOPES))
+    assert response.headers.get_list("www-authenticate")[0] == missing_token_challenge(
+        make_settings(oauth_required_scopes=SCOPES)
+    )
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
@@ -112,7 +114,7 @@ def test_basic_scheme_is_treated_as_missing(client, settings):
     headers = {**MCP_HEADERS, "Authorization": "Basic " + base64.b64encode(b"user:pass").decode()}
     response = client.post("/mcp", json=GET_ME, headers=headers)
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == missing_token_challenge(settings)
+    assert response.headers.get_list("www-authenticate")[0] == missing_token_challenge(settings)
 
 
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer", "bEaReR"])

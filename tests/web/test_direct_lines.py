@@ -27,10 +27,11 @@ FIELDS = {
     "subject": None,
     "client_id": "c-1",
     "request_id": "r-1",
+    "issuer": "https://idp.example.com/",
 }
 TEXT_LINE = re.compile(
     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO access: POST /mcp 200 \d+\.\dms client=testclient auth=ok "
-    r"subject=user-123 client_id=client-abc request_id=direct-1"
+    r"subject=user-123 client_id=client-abc request_id=direct-1 issuer=https://idp.example.com/ binding=bearer"
 )
 
 

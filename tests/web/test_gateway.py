@@ -26,7 +26,7 @@ from server import uvicorn_config
 from settings import SettingsError, load_settings
 from tests.client_certs import client_certificate, rfc9440, x5t_s256
 from tests.e2e.conftest import LOOPBACK, FakeIdP, ServerLauncher, ServerProcess
-from tests.support import BASE_URL, MCP_HEADERS, Signer, bearer, make_settings, parse_mcp_response, rpc_body
+from tests.support import BASE_URL, ISSUER, MCP_HEADERS, Signer, bearer, make_settings, parse_mcp_response, rpc_body
 from tests.support import FakeIdP as MockedIdP
 from web.app import build_app
 from web.health import health_routes
@@ -344,7 +344,7 @@ class ReadyKeys:
 
 
 def test_readiness_answers_fast_even_with_a_stuck_store():
-    app = Starlette(routes=health_routes(ReadyKeys(), StuckStore()))  # type: ignore[arg-type]
+    app = Starlette(routes=health_routes({ISSUER: ReadyKeys()}, StuckStore()))  # type: ignore[arg-type]
     with TestClient(app) as client:
         started = time.perf_counter()
         response = client.get("/readyz")

@@ -14,7 +14,17 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from settings import SettingsError, load_settings
-from tests.support import BASE_URL, MCP_HEADERS, FakeIdP, Signer, bearer, make_settings, parse_mcp_response, rpc_body
+from tests.support import (
+    BASE_URL,
+    ISSUER,
+    MCP_HEADERS,
+    FakeIdP,
+    Signer,
+    bearer,
+    make_settings,
+    parse_mcp_response,
+    rpc_body,
+)
 from tools.notes_store_sqlite import SQLiteNotesStore
 from web.app import build_app, pool_stats_of
 from web.metrics import Histogram, Metrics, exposition, metrics_registry, route_template
@@ -103,12 +113,12 @@ def test_counters_move_with_known_requests(client, signer: Signer):
     assert moved("mcp_http_request_duration_seconds_count", route="/mcp") == 6
 
     auth = "mcp_auth_outcomes_total"
-    assert moved(auth, outcome="ok") == 2
-    assert moved(auth, outcome="insufficient_scope") == 1
-    assert moved(auth, outcome="invalid_token") == 1
-    assert moved(auth, outcome="missing") == 1
-    assert moved(auth, outcome="forbidden") == 1
-    assert moved(auth, outcome="not_required") == 2  # /healthz and the first scrape
+    assert moved(auth, outcome="ok", issuer=ISSUER) == 2
+    assert moved(auth, outcome="insufficient_scope", issuer=ISSUER) == 1
+    assert moved(auth, outcome="invalid_token", issuer=ISSUER) == 1
+    assert moved(auth, outcome="missing", issuer="none") == 1
+    assert moved(auth, outcome="forbidden", issuer="none") == 1
+    assert moved(auth, outcome="not_required", issuer="none") == 2  # /healthz and the first scrape
 
     tools = "mcp_tool_calls_total"
     assert moved(tools, tool="get_me", outcome="ok") == 1
@@ -139,11 +149,11 @@ def test_invented_paths_share_one_route_label(client):
 def test_jwks_fetches_and_key_set_age_are_reported(client, idp: FakeIdP, signer: Signer):
     assert call_tool(client, signer.token(), "get_me", {})[0] == 200
     samples = scrape(client)
-    assert value(samples, "mcp_jwks_fetches_total") == idp.jwks_fetches >= 1
-    assert value(samples, "mcp_jwks_fetch_failures_total") == 0
-    assert value(samples, "mcp_jwks_keys") == 1
-    assert value(samples, "mcp_jwks_ready") == 1
-    assert 0 <= value(samples, "mcp_jwks_age_seconds") < 60
+    assert value(samples, "mcp_jwks_fetches_total", issuer=ISSUER) == idp.jwks_fetches >= 1
+    assert value(samples, "mcp_jwks_fetch_failures_total", issuer=ISSUER) == 0
+    assert value(samples, "mcp_jwks_keys", issuer=ISSUER) == 1
+    assert value(samples, "mcp_jwks_ready", issuer=ISSUER) == 1
+    assert 0 <= value(samples, "mcp_jwks_age_seconds", issuer=ISSUER) < 60
 
 
 def test_key_set_age_is_nan_before_the_first_fetch(idp: FakeIdP):
@@ -152,9 +162,9 @@ def test_key_set_age_is_nan_before_the_first_fetch(idp: FakeIdP):
     with TestClient(app, base_url=BASE_URL) as client:
         wait_until(lambda: app.state.components.keys.failure_count >= 1)
         samples = scrape(client)
-    assert math.isnan(value(samples, "mcp_jwks_age_seconds"))
-    assert value(samples, "mcp_jwks_ready") == 0
-    assert value(samples, "mcp_jwks_fetch_failures_total") >= 1
+    assert math.isnan(value(samples, "mcp_jwks_age_seconds", issuer=ISSUER))
+    assert value(samples, "mcp_jwks_ready", issuer=ISSUER) == 0
+    assert value(samples, "mcp_jwks_fetch_failures_total", issuer=ISSUER) >= 1
 
 
 # --- who may scrape -----------------------------------------------------------------------------------------------
@@ -365,7 +375,7 @@ def test_request_observations_are_counted_at_once():
     samples = parse_exposition(render(metrics))
     assert value(samples, "mcp_http_requests_total", route="/mcp", method="POST", status="200") == 3
     assert value(samples, "mcp_http_request_duration_seconds_count", route="/mcp") == 3
-    assert value(samples, "mcp_auth_outcomes_total", outcome="ok") == 3
+    assert value(samples, "mcp_auth_outcomes_total", outcome="ok", issuer="none") == 3
 
 
 def test_a_store_with_a_pool_reports_its_statistics_and_sqlite_does_not(tmp_path):
