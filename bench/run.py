@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     idp = FakeIdP(workdir, idp_port, load_cpu)
     environ = dict(os.environ)
     targets = make_targets(workdir, idp_port, args.sdk_python, environ)
+    # I accepts A's URL as its audience (bench/targets.py), as the bench's JWTs name it
     introspected = {"iss": issuer.issuer, "aud": targets["A"].url, "scope": SCOPES, "client_id": "bench-client"}
     (workdir / "introspection.json").write_text(json.dumps(introspected))
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CALLERS = ("A", "B", "C", "C+")  # every target serves the valid calls
+CALLERS = ("A", "I", "B", "C", "C+")  # every target serves the valid calls
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,8 @@ SCENARIOS = (
     Scenario("bad_signature", "bad signatures, all distinct", "bad_signature", "one", ("A",)),
     Scenario("forged_payload", "forged payloads, all distinct", "forged_payload", "one", ("A",)),
     Scenario("unknown_kid", "unknown-kid flood, 1000 kids", "reject", "unknown_kid", ("A",)),
-    Scenario("opaque_one", "one opaque token reused (introspected once)", "call", "opaque_one", ("A",)),
-    Scenario("opaque_rotating", "1000 opaque tokens round-robin", "call", "opaque_1000", ("A",)),
+    Scenario("opaque_one", "one opaque token reused (introspected once)", "call", "opaque_one", ("I",)),
+    Scenario("opaque_rotating", "1000 opaque tokens round-robin", "call", "opaque_1000", ("I",)),
     Scenario("dpop_one", "one DPoP-bound token, a new proof per call", "dpop_call", "dpop_one", ("A",)),
     Scenario("dpop_rotating", "1000 DPoP-bound tokens, a new proof per call", "dpop_call", "dpop_1000", ("A",)),
     Scenario("bad_proof", "DPoP proofs with bad signatures, all distinct", "bad_proof", "dpop_bad", ("A",)),

@@ -20,7 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SDK_REFERENCE = PROJECT_ROOT / "bench" / "sdk_reference.py"
 START_TIMEOUT = 30.0
 JWKS_COOLDOWN = 10.0  # given to A as OAUTH_JWKS_REFRESH_COOLDOWN_SECONDS; the floor allows one fetch per cooldown
-TARGETS = ("A", "B", "C", "C+")
+TARGETS = ("A", "I", "B", "C", "C+")
 MODERN = "2026-07-28"
 MODERN_META = {
     "io.modelcontextprotocol/protocolVersion": MODERN,
@@ -88,6 +88,15 @@ def clean_environment(environ: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in environ.items() if not name.upper().startswith(SETTINGS_PREFIXES)}
 
 
+def introspection_env(idp_port: int) -> dict[str, str]:
+    """Introspection on, at the fake IdP: opaque tokens are asked about there; JWTs are still verified locally."""
+    return {
+        "OAUTH_INTROSPECTION_ENDPOINT": f"http://{LOOPBACK}:{idp_port}/introspect",
+        "OAUTH_INTROSPECTION_CLIENT_ID": INTROSPECTION_CLIENT_ID,
+        "OAUTH_INTROSPECTION_CLIENT_SECRET": INTROSPECTION_CLIENT_SECRET,
+    }
+
+
 def server_env(base: dict[str, str], port: int, idp_port: int, **extra: str) -> dict[str, str]:
     """The environment of `python server.py` (and of B) on `port`, trusting the fake IdP on `idp_port`."""
     return {
@@ -97,10 +106,6 @@ def server_env(base: dict[str, str], port: int, idp_port: int, **extra: str) -> 
         "OAUTH_ISSUER": f"http://{LOOPBACK}:{idp_port}/",
         "OAUTH_JWKS_URI": f"http://{LOOPBACK}:{idp_port}/jwks",
         "OAUTH_JWKS_REFRESH_COOLDOWN_SECONDS": f"{JWKS_COOLDOWN:g}",
-        # Opaque tokens are introspected at the fake IdP; JWTs are still verified locally, as without these.
-        "OAUTH_INTROSPECTION_ENDPOINT": f"http://{LOOPBACK}:{idp_port}/introspect",
-        "OAUTH_INTROSPECTION_CLIENT_ID": INTROSPECTION_CLIENT_ID,
-        "OAUTH_INTROSPECTION_CLIENT_SECRET": INTROSPECTION_CLIENT_SECRET,
         "MCP_SERVER_URL": f"http://{LOOPBACK}:{port}/mcp",
         "NOTES_DB_PATH": ":memory:",
         "PYTHONPATH": str(PROJECT_ROOT),
@@ -168,6 +173,22 @@ def make_targets(workdir: Path, idp_port: int, sdk_python: Path, environ: dict[s
             server_env(base, ports["A"], idp_port),
             ports["A"],
             logs["A"],
+        ),
+        "I": Target(
+            "I",
+            "A with introspection on (OAUTH_INTROSPECTION_* at the fake IdP): the opaque-token scenarios",
+            [python, str(PROJECT_ROOT / "server.py")],
+            "add_numbers",
+            # the bench's JWTs name A's URL as their audience: I accepts that one too
+            server_env(
+                base,
+                ports["I"],
+                idp_port,
+                OAUTH_AUDIENCE=f"http://{LOOPBACK}:{ports['A']}/mcp",
+                **introspection_env(idp_port),
+            ),
+            ports["I"],
+            logs["I"],
         ),
         "B": Target(
             "B",

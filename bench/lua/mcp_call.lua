@@ -4,7 +4,8 @@
 --                         200 with the id of a request in flight on this thread and structuredContent.result = id + 0.5
 --   mode "bad_signature": the file's token with six signature characters replaced per request; must be a 401
 --   mode "forged_payload": the file's token with six payload characters replaced per request; must be a 401
---   mode "reject":        the file's tokens (e.g. unknown kid) round-robin; must be a 401 invalid_token
+--   mode "reject":        the file's tokens (e.g. unknown kid) round-robin; must be a 401 invalid_token (with a
+--                         Bearer or DPoP challenge, the error in the JSON body)
 --   mode "dpop_call":     as "call", with the file's `token<TAB>proof` lines each used once, in order, as
 --                         `Authorization: DPoP token` and `DPoP: proof` (a proof is good once); the thread stops
 --                         when they run out (bench/dpop.py makes more than a run needs)
@@ -154,8 +155,10 @@ function response(status, headers_in, body)
       ok = ok + 1
    else
       if status ~= 401 then return fail("status_" .. status) end
+      -- A Bearer refusal carries two WWW-Authenticate fields when DPoP is allowed (Bearer, then DPoP); wrk
+      -- keeps one of them, so the challenge must be there and the error is checked in the body.
       local challenge = header(headers_in, "www-authenticate") or ""
-      if not challenge:find('error="' .. expected_error .. '"', 1, true) then return fail("no_challenge") end
+      if not (challenge:find("^Bearer ") or challenge:find("^DPoP ")) then return fail("no_challenge") end
       if not body:find('"' .. expected_error .. '"', 1, true) then return fail("body") end
       ok = ok + 1
    end
