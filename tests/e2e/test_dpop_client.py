@@ -4,9 +4,6 @@ with a proof per request (`python -m client --dpop call get_me`), and the same t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,11 +14,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from client import DPoPAuth, DPoPKey, TokenManager
-from tests.e2e.conftest import PROJECT_ROOT, ServerLauncher, ServerProcess
+from tests.client.test_cli import run_cli
+from tests.e2e.conftest import ServerLauncher, ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-CLI_TIMEOUT = 60
 DEV_CLIENT = ("dev-client", "dev-secret")
 
 
@@ -73,19 +70,9 @@ async def test_get_me_with_a_proof_per_request_and_the_token_refused_as_bearer(d
 
 
 def test_the_cli_calls_get_me_with_dpop(dev_server: ServerProcess, tmp_path: Path) -> None:
-    env = {name: value for name, value in os.environ.items() if not name.upper().startswith(("OAUTH_", "MCP_"))}
-    env.update(PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1")
     flags = ["--server-url", dev_server.mcp_url, "--token-url", token_url(dev_server)]
 
-    result = subprocess.run(
-        [sys.executable, "-m", "client", "--dpop", *flags, "call", "get_me"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=False,
-    )
+    result = run_cli("--dpop", *flags, "call", "get_me", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["client_id"] == "dev-client"

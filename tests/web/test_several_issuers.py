@@ -11,7 +11,6 @@ import httpx
 import jwt
 import pytest
 import respx
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -21,10 +20,11 @@ from tests.support import (
     BASE_URL,
     DISCOVERY_URL,
     ISSUER,
+    ISSUER_B,
+    JWKS_B,
     JWKS_URI,
     MCP_HEADERS,
     SERVER_URL,
-    Signer,
     bearer,
     make_claims,
     rpc_body,
@@ -32,22 +32,7 @@ from tests.support import (
 from tests.web.test_metrics import METRICS_TOKEN, SCRAPE, parse_exposition, value, wait_until
 from web.app import build_app
 
-ISSUER_B = "https://login.partner.example.org/"
-JWKS_B = "https://login.partner.example.org/keys"
 GET_ME = rpc_body("tools/call", {"name": "get_me", "arguments": {}})
-
-
-@pytest.fixture
-def signer_b(second_rsa_private_key: rsa.RSAPrivateKey) -> Signer:
-    return Signer(second_rsa_private_key, "rsa-2", "RS256")
-
-
-@pytest.fixture
-def idps(signer: Signer, signer_b: Signer) -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False, assert_all_mocked=True) as mock:
-        mock.get(JWKS_URI, name="a").mock(return_value=httpx.Response(200, json={"keys": [signer.jwk()]}))
-        mock.get(JWKS_B, name="b").mock(return_value=httpx.Response(200, json={"keys": [signer_b.jwk()]}))
-        yield mock
 
 
 def build(tmp_path: Path, more_b: str = ""):
