@@ -339,16 +339,22 @@ def bound_opaque(introspection: FakeIntrospection, ec_private_key: Any) -> tuple
     return introspection.issue(token_type="DPoP", cnf={"jkt": key.thumbprint}), key
 
 
-def test_a_dpop_bound_opaque_token_works_with_its_proof(app_client, bound_opaque):
+def test_a_dpop_bound_opaque_token_works_with_its_proof(app_client, introspection, bound_opaque):
     token, key = bound_opaque
-    response = app_client.post("/mcp", json=GET_ME, headers=dpop_headers(token, key.proof(token=token)))
-    assert response.status_code == 200, response.text
-    assert parse_mcp_response(response)["result"]["structuredContent"]["user_id"] == "user-123"
+    for _ in range(2):  # the second answer comes from the cache, still bound
+        response = app_client.post("/mcp", json=GET_ME, headers=dpop_headers(token, key.proof(token=token)))
+        assert response.status_code == 200, response.text
+        assert parse_mcp_response(response)["result"]["structuredContent"]["user_id"] == "user-123"
+    assert introspection.calls == 1
 
 
-def test_a_dpop_bound_opaque_token_sent_as_bearer_is_refused(app_client, bound_opaque):
-    token, _ = bound_opaque
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_dpop_bound_opaque_token_sent_as_bearer_is_refused(app_client, introspection, bound_opaque, cached):
+    token, key = bound_opaque
+    if cached:
+        app_client.post("/mcp", json=GET_ME, headers=dpop_headers(token, key.proof(token=token)))
     assert_invalid_token(post(app_client, token), "token is bound to a key and cannot be used as a bearer token")
+    assert introspection.calls == 1
 
 
 def test_a_dpop_bound_opaque_token_with_another_keys_proof_is_refused(app_client, bound_opaque, ed_private_key):

@@ -200,6 +200,15 @@ def test_an_opaque_token_active_at_the_second_issuer_only_is_accepted_and_labell
     assert value(samples, "mcp_auth_outcomes_total", outcome="ok", issuer=ISSUER_B) == 1
 
 
+def test_a_dpop_bound_opaque_token_of_the_second_issuer_needs_its_proof(both_introspect, answers, ec_private_key):
+    key = DpopKey(ec_private_key, "ES256")
+    bound = make_claims(iss=ISSUER_B, aud="api://mcp", cnf={"jkt": key.thumbprint})
+    answers[INTROSPECT_B]["opaque-bound"] = {"active": True, "token_type": "DPoP", **bound}
+    headers = dpop_headers("opaque-bound", key.proof(token="opaque-bound"))
+    assert both_introspect.post("/mcp", json=GET_ME, headers=headers).status_code == 200
+    assert get_me(both_introspect, "opaque-bound").status_code == 401
+
+
 def test_an_opaque_token_both_issuers_call_inactive_is_401(both_introspect, answers):
     response = get_me(both_introspect, "opaque-unknown")
     assert response.status_code == 401
