@@ -5,10 +5,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from auth import providers
@@ -380,13 +380,16 @@ class Settings(SecretFileSettings):
             raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
         return level
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "oauth_mtls_client_cert_format", "oauth_dpop", mode="before")
     @classmethod
-    def _log_format(cls, value: Any) -> Any:
+    def _choice(cls, value: Any, info: ValidationInfo) -> Any:
+        """One of a Literal field's names, in any case and with blanks around it; the error lists the names."""
         if isinstance(value, str):
             value = value.strip().lower()
-            if value not in ("text", "json"):
-                raise ValueError(f"expected text or json, got {value!r}")
+            choices = get_args(cls.model_fields[info.field_name or ""].annotation)
+            if value not in choices:
+                listed = " or ".join(filter(None, (", ".join(choices[:-1]), choices[-1])))
+                raise ValueError(f"expected {listed}, got {value!r}")
         return value
 
     @field_validator("forwarded_allow_ips")
@@ -414,24 +417,6 @@ class Settings(SecretFileSettings):
             raise ValueError(f"expected an HTTP header name like Client-Cert, got {value!r}")
         if value.lower() in _RESERVED_HEADERS:
             raise ValueError(f"{value} is read by this server for another purpose; expected e.g. Client-Cert")
-        return value
-
-    @field_validator("oauth_mtls_client_cert_format", mode="before")
-    @classmethod
-    def _client_cert_format(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.strip().lower()
-            if value not in ("rfc9440", "pem-urlencoded"):
-                raise ValueError(f"expected rfc9440 or pem-urlencoded, got {value!r}")
-        return value
-
-    @field_validator("oauth_dpop", mode="before")
-    @classmethod
-    def _dpop_mode(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.strip().lower()
-            if value not in ("allowed", "required", "off"):
-                raise ValueError(f"expected allowed, required or off, got {value!r}")
         return value
 
     @field_validator("oauth_dpop_nonce_secret", mode="before")

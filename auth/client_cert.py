@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.types import Scope
 
+from auth.credential import single_header
 from auth.errors import InvalidRequest, InvalidToken, Reason
 from settings import ClientCertFormat, Settings
 
@@ -86,12 +87,7 @@ def certificate_der(value: bytes, fmt: ClientCertFormat) -> bytes:
 def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """The single value of the header `name` (lower case); None when absent or blank. RFC 9440 section 2.2:
     the field is a singleton, so two of them are refused rather than one picked."""
-    found = None
-    for key, value in headers:
-        if key.lower() == name:
-            if found is not None:
-                raise InvalidRequest(Reason.CERT_DUPLICATE)
-            found = value
+    found = single_header(headers, name, Reason.CERT_DUPLICATE)
     if found is None:
         return None
     found = found.strip(b" \t")

@@ -20,14 +20,21 @@ class Credential:
     token: str = field(repr=False)
 
 
+def single_header(headers: Iterable[tuple[bytes, bytes]], name: bytes, duplicate: Reason) -> bytes | None:
+    """The raw value of the header `name` (lower case), None when absent; a second one is refused with
+    `duplicate` (a 400) rather than one of them picked."""
+    value = None
+    for key, raw in headers:
+        if key.lower() == name:
+            if value is not None:
+                raise InvalidRequest(duplicate)
+            value = raw
+    return value
+
+
 def authorization_value(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The raw value of the single `Authorization` header; the query string is never looked at."""
-    value = None
-    for name, raw in headers:
-        if name.lower() == b"authorization":
-            if value is not None:
-                raise InvalidRequest(Reason.DUPLICATE_HEADER)
-            value = raw
+    value = single_header(headers, b"authorization", Reason.DUPLICATE_HEADER)
     if value is None:
         raise MissingToken()
     return value

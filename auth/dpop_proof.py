@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import jwt
 
 from auth.claims import shown
-from auth.errors import InvalidDpopProof, InvalidRequest, Reason
+from auth.credential import single_header
+from auth.errors import InvalidDpopProof, Reason
 from auth.jwk import parse_jwk
 from web.compat import jws
 
@@ -90,12 +91,7 @@ class DpopProof:
 
 def proof_header(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The single `DPoP` header's value; None when there is none; two are a 400 (RFC 9449 section 4.3, check 1)."""
-    value = None
-    for name, raw in headers:
-        if name.lower() == DPOP_HEADER:
-            if value is not None:
-                raise InvalidRequest(Reason.DPOP_DUPLICATE_PROOF)
-            value = raw
+    value = single_header(headers, DPOP_HEADER, Reason.DPOP_DUPLICATE_PROOF)
     if value is None:
         return None
     return value.decode("latin-1").strip() or None

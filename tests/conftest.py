@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import respx
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -13,7 +14,7 @@ from starlette.testclient import TestClient
 from secret_files import secret_fields
 from settings import Settings
 from tests import pg
-from tests.support import BASE_URL, FakeIdP, Signer, make_settings, user_token
+from tests.support import BASE_URL, JWKS_B, JWKS_URI, FakeIdP, Signer, make_settings, user_token
 from web.app import build_app
 
 
@@ -45,6 +46,21 @@ def ed_private_key() -> ed25519.Ed25519PrivateKey:
 @pytest.fixture
 def signer(rsa_private_key: rsa.RSAPrivateKey) -> Signer:
     return Signer(rsa_private_key, "rsa-1", "RS256")
+
+
+@pytest.fixture
+def signer_b(second_rsa_private_key: rsa.RSAPrivateKey) -> Signer:
+    """The second IdP's signer (several issuers: ISSUER_B, JWKS_B)."""
+    return Signer(second_rsa_private_key, "rsa-2", "RS256")
+
+
+@pytest.fixture
+def idps(signer: Signer, signer_b: Signer) -> Iterator[respx.MockRouter]:
+    """Both IdPs' JWKS (routes "a" and "b"); nothing else answers (an unexpected request fails the test)."""
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as mock:
+        mock.get(JWKS_URI, name="a").mock(return_value=httpx.Response(200, json={"keys": [signer.jwk()]}))
+        mock.get(JWKS_B, name="b").mock(return_value=httpx.Response(200, json={"keys": [signer_b.jwk()]}))
+        yield mock
 
 
 @pytest.fixture

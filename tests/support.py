@@ -24,6 +24,8 @@ from settings import DEFAULT_ALGORITHMS, Settings
 
 ISSUER = "https://idp.example.com/"  # Auth0-style trailing slash: compared exactly
 JWKS_URI = "https://idp.example.com/.well-known/jwks.json"
+ISSUER_B = "https://login.partner.example.org/"  # a second IdP, for several issuers
+JWKS_B = "https://login.partner.example.org/keys"
 DISCOVERY_URL = "https://idp.example.com/.well-known/openid-configuration"
 SERVER_URL = "https://mcp.example.com/mcp"
 BASE_URL = "https://mcp.example.com"

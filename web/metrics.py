@@ -144,46 +144,50 @@ class MetricsCollector:
 
     def collect(self) -> Iterator[Metric]:
         metrics = self.metrics
-        requests = CounterMetricFamily(
+        yield counter_family(
             "mcp_http_requests",
             "HTTP requests by route template, method and status.",
-            labels=("route", "method", "status"),
+            ("route", "method", "status"),
+            metrics.requests.items(),
         )
-        for labels, value in sorted(metrics.requests.items()):
-            requests.add_metric(labels, value)
-        yield requests
         durations = HistogramMetricFamily(
             "mcp_http_request_duration_seconds", "Time to answer an HTTP request, by route template.", labels=("route",)
         )
         for route, histogram in sorted(metrics.durations.items()):
             durations.add_metric((route,), histogram.cumulative(), histogram.sum)
         yield durations
-        outcomes = CounterMetricFamily(
+        yield counter_family(
             "mcp_auth_outcomes",
             "Bearer authentication outcomes by reason and issuer (a configured issuer, other or none).",
-            labels=("outcome", "issuer"),
+            ("outcome", "issuer"),
+            metrics.auth_outcomes.items(),
         )
-        for labels, value in sorted(metrics.auth_outcomes.items()):
-            outcomes.add_metric(labels, value)
-        yield outcomes
-        bindings = CounterMetricFamily(
+        yield counter_family(
             "mcp_auth_bindings",
             "Authentication outcomes by how the token was presented (bearer, dpop, mtls).",
-            labels=("binding", "outcome"),
+            ("binding", "outcome"),
+            metrics.auth_bindings.items(),
         )
-        for labels, value in sorted(metrics.auth_bindings.items()):
-            bindings.add_metric(labels, value)
-        yield bindings
-        tools = CounterMetricFamily(
-            "mcp_tool_calls", "Tool calls by tool and outcome (ok, tool_error, refused).", labels=("tool", "outcome")
+        yield counter_family(
+            "mcp_tool_calls",
+            "Tool calls by tool and outcome (ok, tool_error, refused).",
+            ("tool", "outcome"),
+            metrics.tool_calls.items(),
         )
-        for labels, value in sorted(metrics.tool_calls.items()):
-            tools.add_metric(labels, value)
-        yield tools
         if metrics.key_sets:
             yield from key_set_families(metrics.key_sets)
         if metrics.pool_stats is not None:
             yield from pool_families(metrics.pool_stats)
+
+
+def counter_family(
+    name: str, documentation: str, labels: tuple[str, ...], counts: Iterable[tuple[tuple[str, ...], int]]
+) -> CounterMetricFamily:
+    """A counter family with one sample per (label values, count), sorted (a stable exposition)."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for values, count in sorted(counts):
+        family.add_metric(values, count)
+    return family
 
 
 def key_set_families(key_sets: Mapping[str, KeySetStats]) -> Iterator[Metric]:

@@ -246,24 +246,10 @@ class DevIssuer:
             return refusal_response(TokenRequestError("unsupported_response_type", description))
 
         async def token(request: Request) -> Response:
-            headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-            raw_headers = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
-            try:
-                body = await _bounded_body(request)
-                form = parse_qs(
-                    body.decode("utf-8", "strict"),
-                    keep_blank_values=True,
-                    strict_parsing=False,
-                )
-                jkt = self.dpop_thumbprint(request.headers.raw)
-                answer = self.token_response(form, request.headers.get("authorization"), jkt=jkt)
-            except TokenRequestError as exc:
-                if exc.status == 401:
-                    raw_headers.append((b"www-authenticate", b'Basic realm="dev-issuer"'))
-                return refusal_response(exc, raw_headers)
-            except UnicodeDecodeError:
-                return refusal_response(TokenRequestError("invalid_request", "the form must be UTF-8"), raw_headers)
-            return Response(json.dumps(answer), media_type="application/json", headers=headers)
+            def answer(form: dict[str, list[str]], authorization: str | None) -> dict[str, object]:
+                return self.token_response(form, authorization, jkt=self.dpop_thumbprint(request.headers.raw))
+
+            return await _form_endpoint(request, answer)
 
         async def introspect(request: Request) -> Response:
             return await _form_endpoint(request, self.introspection_response)
@@ -296,7 +282,7 @@ class DevIssuer:
 async def _form_endpoint(
     request: Request, answer_for: Callable[[dict[str, list[str]], str | None], dict[str, object]]
 ) -> Response:
-    """A form POST answered with JSON (introspection, revocation), or an RFC 6749 section 5.2 error."""
+    """A form POST answered with JSON (token, introspection, revocation), or an RFC 6749 section 5.2 error."""
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
     raw_headers = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +16,15 @@ import httpx
 import jwt
 import pytest
 import respx
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auth.errors import InvalidToken, KeySetUnavailable, Reason
 from auth.issuer_router import NO_ISSUER, OTHER_ISSUER, IssuerRouter, unverified_issuer
 from settings import Settings, load_settings
-from tests.support import ISSUER, JWKS_URI, SERVER_URL, Signer, make_claims
+from tests.support import ISSUER, ISSUER_B, JWKS_B, JWKS_URI, SERVER_URL, Signer, make_claims
 from web.app import build_router
 
-ISSUER_B = "https://login.partner.example.org/"
-JWKS_B = "https://login.partner.example.org/keys"
 TENANT = "6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 ENTRA_KEYS = "https://login.microsoftonline.com/organizations/discovery/v2.0/keys"
 
@@ -41,20 +38,6 @@ def two_issuers(tmp_path: Path, **extra_b: Any) -> Settings:
     path = tmp_path / "issuers.toml"
     path.write_text(text, encoding="utf-8")
     return load_settings(oauth_issuers_file=str(path), mcp_server_url=SERVER_URL, _env_file=None)
-
-
-@pytest.fixture
-def signer_b(second_rsa_private_key: rsa.RSAPrivateKey) -> Signer:
-    return Signer(second_rsa_private_key, "rsa-2", "RS256")
-
-
-@pytest.fixture
-def idps(signer: Signer, signer_b: Signer) -> Iterator[respx.MockRouter]:
-    """Both IdPs' JWKS; nothing else answers (an unexpected request fails the test)."""
-    with respx.mock(assert_all_called=False, assert_all_mocked=True) as mock:
-        mock.get(JWKS_URI, name="a").mock(return_value=httpx.Response(200, json={"keys": [signer.jwk()]}))
-        mock.get(JWKS_B, name="b").mock(return_value=httpx.Response(200, json={"keys": [signer_b.jwk()]}))
-        yield mock
 
 
 @pytest.fixture

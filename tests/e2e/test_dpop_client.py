@@ -1,12 +1,10 @@
-"""The project's DPoP client against `python server.py --dev`: a DPoP-bound token from the dev issuer, tools called
-with a proof per request (`python -m client --dpop call get_me`), and the same token refused as a Bearer token."""
+"""The project's DPoP client against `python server.py --dev` (JWTs, and DEV_TOKEN_FORMAT=opaque): a DPoP-bound
+token from the dev issuer, tools called with a proof per request (`python -m client --dpop call get_me`), and the
+same token refused as a Bearer token."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,17 +15,18 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from client import DPoPAuth, DPoPKey, TokenManager
-from tests.e2e.conftest import PROJECT_ROOT, ServerLauncher, ServerProcess
+from tests.client.test_cli import run_cli
+from tests.e2e.conftest import ServerLauncher, ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-CLI_TIMEOUT = 60
 DEV_CLIENT = ("dev-client", "dev-secret")
 
 
-@pytest.fixture(scope="module")
-def dev_server(module_launcher: ServerLauncher) -> ServerProcess:
-    return module_launcher.start("--dev")
+@pytest.fixture(scope="module", params=["jwt", "opaque"])
+def dev_server(module_launcher: ServerLauncher, request: pytest.FixtureRequest) -> ServerProcess:
+    """`--dev` with JWTs, and with opaque tokens whose introspection answer carries cnf.jkt (RFC 9449 section 6.2)."""
+    return module_launcher.start("--dev", env={"DEV_TOKEN_FORMAT": request.param})
 
 
 def token_url(server: ServerProcess) -> str:
@@ -49,8 +48,16 @@ def test_the_dev_issuer_binds_the_token_to_the_proof_key(dev_server: ServerProce
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["token_type"] == "DPoP"
-    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
-    assert claims["cnf"] == {"jkt": key.thumbprint}
+    assert claims_of(dev_server, body["access_token"])["cnf"] == {"jkt": key.thumbprint}
+
+
+def claims_of(server: ServerProcess, token: str) -> dict[str, object]:
+    """A JWT's payload, or an opaque token's introspection answer (the dev issuer's own endpoint)."""
+    if token.count(".") == 2:
+        return jwt.decode(token, options={"verify_signature": False})
+    answer = httpx.post(f"{server.base_url}/dev-issuer/introspect", data={"token": token}, auth=DEV_CLIENT).json()
+    assert answer["active"] is True
+    return answer
 
 
 async def test_get_me_with_a_proof_per_request_and_the_token_refused_as_bearer(dev_server: ServerProcess) -> None:
@@ -73,19 +80,9 @@ async def test_get_me_with_a_proof_per_request_and_the_token_refused_as_bearer(d
 
 
 def test_the_cli_calls_get_me_with_dpop(dev_server: ServerProcess, tmp_path: Path) -> None:
-    env = {name: value for name, value in os.environ.items() if not name.upper().startswith(("OAUTH_", "MCP_"))}
-    env.update(PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1")
     flags = ["--server-url", dev_server.mcp_url, "--token-url", token_url(dev_server)]
 
-    result = subprocess.run(
-        [sys.executable, "-m", "client", "--dpop", *flags, "call", "get_me"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=False,
-    )
+    result = run_cli("--dpop", *flags, "call", "get_me", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["client_id"] == "dev-client"

@@ -5,9 +5,6 @@ server's nonces and a gateway that rewrites scheme, host and prefix."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +15,8 @@ import httpx
 import jwt
 import pytest
 
-from tests.e2e.conftest import LOOPBACK, PROJECT_ROOT, ServerLauncher, ServerProcess, free_port
+from tests.client.test_cli import run_cli
+from tests.e2e.conftest import LOOPBACK, ServerLauncher, ServerProcess, free_port
 from tests.e2e.oidc_idp import M2M_CLIENT, DpopKey, OidcProvider, OidcProviderLauncher
 from tests.support import LEGACY_VERSION, MCP_HEADERS, rpc_body
 
@@ -32,7 +30,6 @@ GATEWAY = {
     "X-Forwarded-Host": "public.example",
     "X-Forwarded-Prefix": "/prefix",
 }
-CLI_TIMEOUT = 60.0  # one client run takes about two seconds; the bound is for a loaded machine
 GET_ME = rpc_body("tools/call", {"name": "get_me", "arguments": {}})
 
 
@@ -94,27 +91,16 @@ def challenge(response: httpx.Response) -> str:
 
 def run_client(deployment: Deployment, tmp_path: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
     """`python -m client ARGS call get_me` with the IdP's discovery and the machine client; its stdout."""
-    clean = {name: value for name, value in os.environ.items() if not name.upper().startswith(("OAUTH_", "MCP_"))}
     client_id, client_secret = M2M_CLIENT
-    clean.update(
-        PYTHONPATH=str(PROJECT_ROOT),
-        PYTHONUNBUFFERED="1",
-        OAUTH_ISSUER=deployment.idp.issuer,
-        OAUTH_CLIENT_ID=client_id,
-        OAUTH_CLIENT_SECRET=client_secret,
-        OAUTH_RESOURCE=deployment.public_url,
-        MCP_SERVER_URL=deployment.server.mcp_url,
+    variables = {
+        "OAUTH_ISSUER": deployment.idp.issuer,
+        "OAUTH_CLIENT_ID": client_id,
+        "OAUTH_CLIENT_SECRET": client_secret,
+        "OAUTH_RESOURCE": deployment.public_url,
+        "MCP_SERVER_URL": deployment.server.mcp_url,
         **(env or {}),
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "client", *args, "call", "get_me"],
-        cwd=tmp_path,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=False,
-    )
+    }
+    result = run_cli(*args, "call", "get_me", cwd=tmp_path, env=variables)
     assert result.returncode == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}\n{deployment.idp.logs()}"
     return result.stdout
 

@@ -22,7 +22,9 @@ from tests.support import (
     ISSUER,
     JWKS_URI,
     NOTES_SCOPES,
+    DpopKey,
     FakeIdP,
+    dpop_headers,
     legacy_headers,
     make_claims,
     make_settings,
@@ -325,6 +327,44 @@ def test_without_introspection_an_opaque_token_is_refused_as_not_a_jwt(idp, intr
         assert_invalid_token(post(client, "opaque-token-value"), "token is not a JWT")
     assert "an opaque token" in caplog.text
     assert introspection.calls == 0
+
+
+# --- DPoP-bound opaque tokens (RFC 9449 section 6.2: cnf.jkt in the introspection answer) ---------------
+
+
+@pytest.fixture
+def bound_opaque(introspection: FakeIntrospection, ec_private_key: Any) -> tuple[str, DpopKey]:
+    """An opaque token whose introspection answer binds it to a DPoP key, and that key."""
+    key = DpopKey(ec_private_key, "ES256")
+    return introspection.issue(token_type="DPoP", cnf={"jkt": key.thumbprint}), key
+
+
+def test_a_dpop_bound_opaque_token_works_with_its_proof(app_client, introspection, bound_opaque):
+    token, key = bound_opaque
+    for _ in range(2):  # the second answer comes from the cache, still bound
+        response = app_client.post("/mcp", json=GET_ME, headers=dpop_headers(token, key.proof(token=token)))
+        assert response.status_code == 200, response.text
+        assert parse_mcp_response(response)["result"]["structuredContent"]["user_id"] == "user-123"
+    assert introspection.calls == 1
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_dpop_bound_opaque_token_sent_as_bearer_is_refused(app_client, introspection, bound_opaque, cached):
+    token, key = bound_opaque
+    if cached:
+        app_client.post("/mcp", json=GET_ME, headers=dpop_headers(token, key.proof(token=token)))
+    assert_invalid_token(post(app_client, token), "token is bound to a key and cannot be used as a bearer token")
+    assert introspection.calls == 1
+
+
+def test_a_dpop_bound_opaque_token_with_another_keys_proof_is_refused(app_client, bound_opaque, ed_private_key):
+    token, _ = bound_opaque
+    other = DpopKey(ed_private_key, "EdDSA")
+    response = app_client.post("/mcp", json=GET_ME, headers=dpop_headers(token, other.proof(token=token)))
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"].startswith("DPoP ")
+    assert 'error="invalid_dpop_proof"' in response.headers["www-authenticate"]
+    assert response.json()["error_description"] == "DPoP proof key is not the key the token is bound to"
 
 
 # --- hygiene ----------------------------------------------------------------------------------------

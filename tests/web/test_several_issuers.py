@@ -6,12 +6,13 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import jwt
 import pytest
 import respx
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -21,38 +22,26 @@ from tests.support import (
     BASE_URL,
     DISCOVERY_URL,
     ISSUER,
+    ISSUER_B,
+    JWKS_B,
     JWKS_URI,
     MCP_HEADERS,
     SERVER_URL,
-    Signer,
+    DpopKey,
     bearer,
+    dpop_headers,
     make_claims,
     rpc_body,
 )
 from tests.web.test_metrics import METRICS_TOKEN, SCRAPE, parse_exposition, value, wait_until
 from web.app import build_app
 
-ISSUER_B = "https://login.partner.example.org/"
-JWKS_B = "https://login.partner.example.org/keys"
 GET_ME = rpc_body("tools/call", {"name": "get_me", "arguments": {}})
 
 
-@pytest.fixture
-def signer_b(second_rsa_private_key: rsa.RSAPrivateKey) -> Signer:
-    return Signer(second_rsa_private_key, "rsa-2", "RS256")
-
-
-@pytest.fixture
-def idps(signer: Signer, signer_b: Signer) -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False, assert_all_mocked=True) as mock:
-        mock.get(JWKS_URI, name="a").mock(return_value=httpx.Response(200, json={"keys": [signer.jwk()]}))
-        mock.get(JWKS_B, name="b").mock(return_value=httpx.Response(200, json={"keys": [signer_b.jwk()]}))
-        yield mock
-
-
-def build(tmp_path: Path, more_b: str = ""):
+def build(tmp_path: Path, more_b: str = "", more_a: str = ""):
     text = (
-        f'[[issuer]]\nissuer = "{ISSUER}"\njwks_uri = "{JWKS_URI}"\n\n'
+        f'[[issuer]]\nissuer = "{ISSUER}"\njwks_uri = "{JWKS_URI}"\n{more_a}\n'
         f'[[issuer]]\nissuer = "{ISSUER_B}"\njwks_uri = "{JWKS_B}"\naudience = ["api://mcp"]\n{more_b}'
     )
     (tmp_path / "issuers.toml").write_text(text, encoding="utf-8")
@@ -142,6 +131,96 @@ def test_one_idp_down_at_start_keeps_the_server_unready_but_the_others_tokens_wo
         assert get_me(client, signer.token()).status_code == 200
         idps["b"].mock(return_value=httpx.Response(200, json={"keys": [signer_b.jwk()]}))
         wait_until(lambda: client.get("/readyz").status_code == 200)
+
+
+# --- several issuers with DPoP and with introspection ---------------------------------------------------------
+
+
+def test_a_dpop_bound_token_from_the_second_issuer_needs_its_proof(client, signer_b, ec_private_key):
+    key = DpopKey(ec_private_key, "ES256")
+    token = signer_b.token(iss=ISSUER_B, aud="api://mcp", cnf={"jkt": key.thumbprint})
+    accepted = client.post("/mcp", json=GET_ME, headers=dpop_headers(token, key.proof(token=token)))
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["result"]["structuredContent"]["issuer"] == ISSUER_B
+    refused = get_me(client, token)
+    assert refused.status_code == 401
+    assert refused.json()["error_description"] == "token is bound to a key and cannot be used as a bearer token"
+
+
+INTROSPECT_A = "https://idp.example.com/oauth2/introspect"
+INTROSPECT_B = "https://login.partner.example.org/introspect"
+
+
+def introspects(endpoint: str) -> str:
+    return (
+        f'introspection_endpoint = "{endpoint}"\nintrospection_client_id = "mcp"\nintrospection_client_secret = "s"\n'
+    )
+
+
+@pytest.fixture
+def answers(idps: respx.MockRouter) -> dict[str, dict[str, Any]]:
+    """Each IdP's introspection answers by token (inactive when unknown); an IdP whose entry is "down" is a 503."""
+    per_idp: dict[str, dict[str, Any]] = {INTROSPECT_A: {}, INTROSPECT_B: {}}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        known = per_idp[str(request.url)]
+        if known.get("down"):
+            return httpx.Response(503)
+        token = parse_qs(request.content.decode())["token"][0]
+        return httpx.Response(200, json=known.get(token, {"active": False}))
+
+    for endpoint in per_idp:
+        idps.post(endpoint).mock(side_effect=answer)
+    return per_idp
+
+
+@pytest.fixture
+def both_introspect(tmp_path: Path, answers: dict[str, dict[str, Any]]) -> Iterator[TestClient]:
+    app = build(tmp_path, introspects(INTROSPECT_B), more_a=introspects(INTROSPECT_A))
+    with TestClient(app, base_url=BASE_URL) as test_client:
+        yield test_client
+
+
+def introspected_at(idps: respx.MockRouter) -> list[str]:
+    return [str(call.request.url) for call in idps.calls if call.request.method == "POST"]
+
+
+def test_an_opaque_token_active_at_the_second_issuer_only_is_accepted_and_labelled_so(
+    both_introspect, idps, answers, caplog
+):
+    answers[INTROSPECT_B]["opaque-b"] = {"active": True, **make_claims(aud="api://mcp", drop=("iss",))}
+    caplog.set_level(logging.INFO, logger="access")
+    response = get_me(both_introspect, "opaque-b")
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["structuredContent"]["issuer"] == ISSUER_B  # no iss: the configured one
+    assert introspected_at(idps) == [INTROSPECT_A, INTROSPECT_B]  # file order: A answered inactive first
+    [record] = [record for record in caplog.records if record.name == "access" and record.path == "/mcp"]
+    assert record.issuer == ISSUER_B
+    samples = parse_exposition(both_introspect.get("/metrics", headers=SCRAPE).text)
+    assert value(samples, "mcp_auth_outcomes_total", outcome="ok", issuer=ISSUER_B) == 1
+
+
+def test_a_dpop_bound_opaque_token_of_the_second_issuer_needs_its_proof(both_introspect, answers, ec_private_key):
+    key = DpopKey(ec_private_key, "ES256")
+    bound = make_claims(iss=ISSUER_B, aud="api://mcp", cnf={"jkt": key.thumbprint})
+    answers[INTROSPECT_B]["opaque-bound"] = {"active": True, "token_type": "DPoP", **bound}
+    headers = dpop_headers("opaque-bound", key.proof(token="opaque-bound"))
+    assert both_introspect.post("/mcp", json=GET_ME, headers=headers).status_code == 200
+    assert get_me(both_introspect, "opaque-bound").status_code == 401
+
+
+def test_an_opaque_token_both_issuers_call_inactive_is_401(both_introspect, answers):
+    response = get_me(both_introspect, "opaque-unknown")
+    assert response.status_code == 401
+    assert response.json()["error_description"] == "token is not active"
+
+
+def test_the_first_issuer_down_and_the_second_inactive_is_a_503(both_introspect, idps, answers):
+    answers[INTROSPECT_A]["down"] = True
+    response = get_me(both_introspect, "opaque-unknown")
+    assert response.status_code == 503, response.text
+    assert introspected_at(idps) == [INTROSPECT_A, INTROSPECT_B]
+    assert response.headers["retry-after"].isdigit()
 
 
 # --- any token, any issuer claim: a 401 or a 200, never a 5xx ----------------------------------------------------
