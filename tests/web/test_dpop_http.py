@@ -3,6 +3,7 @@ each refusal with its exact challenge, nonces across replicas, a gateway's publi
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from auth.dpop_proof import token_hash
+from auth.dpop_proof import b64url, token_hash
 from tests.support import (
     BASE_URL,
     MCP_HEADERS,
@@ -161,12 +162,29 @@ def hmac_proof(key: DpopKey, token: str) -> str:
     return jwt.encode(payload, "s" * 32, algorithm="HS256", headers={"typ": "dpop+jwt", "jwk": key.public_jwk()})
 
 
+def unsigned_proof(key: DpopKey, token: str) -> str:
+    """A proof with `alg: none` and an empty signature, naming the client's public key."""
+    header = {"typ": "dpop+jwt", "alg": "none", "jwk": key.public_jwk()}
+    payload = {"htm": "POST", "htu": BASE_URL + "/mcp", "jti": "n", "iat": int(time.time()), "ath": token_hash(token)}
+    return ".".join(b64url(json.dumps(part).encode()) for part in (header, payload)) + "."
+
+
+def private_jwk(key: DpopKey) -> dict[str, Any]:
+    """The client's key as a JWK with its private part (`d`): a proof must never carry it."""
+    return json.loads(jwt.algorithms.ECAlgorithm(jwt.algorithms.ECAlgorithm.SHA256).to_jwk(key.private_key))
+
+
 def proof_faults(key: DpopKey, other: DpopKey, token: str) -> dict[str, tuple[str, str]]:
     now = int(time.time())
     impostor = DpopKey(ec.generate_private_key(ec.SECP256R1()), "ES256")  # signs, naming the client's key
     return {
         "typ": (key.proof(token=token, headers={"typ": "JWT"}), "DPoP proof typ must be dpop+jwt"),
         "alg": (hmac_proof(key, token), "DPoP proof algorithm is not accepted"),
+        "alg-none": (unsigned_proof(key, token), "DPoP proof algorithm is not accepted"),
+        "private-jwk": (
+            key.proof(token=token, headers={"jwk": private_jwk(key)}),
+            "DPoP proof jwk is not an acceptable public key",
+        ),
         "signature": (
             impostor.proof(token=token, headers={"jwk": key.public_jwk()}),
             "DPoP proof signature is invalid",
@@ -182,7 +200,21 @@ def proof_faults(key: DpopKey, other: DpopKey, token: str) -> dict[str, tuple[st
 
 
 @pytest.mark.parametrize(
-    "fault", ["typ", "alg", "signature", "htm", "htu", "iat-old", "iat-ahead", "ath", "other-key", "garbage"]
+    "fault",
+    [
+        "typ",
+        "alg",
+        "alg-none",
+        "private-jwk",
+        "signature",
+        "htm",
+        "htu",
+        "iat-old",
+        "iat-ahead",
+        "ath",
+        "other-key",
+        "garbage",
+    ],
 )
 def test_each_proof_fault_is_a_401_invalid_dpop_proof(client, bound, key, ed_private_key, fault):
     proof, description = proof_faults(key, DpopKey(ed_private_key, "EdDSA"), bound)[fault]
