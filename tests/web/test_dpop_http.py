@@ -141,6 +141,13 @@ def test_a_missing_proof_is_refused(client, bound):
     assert challenges(response) == dpop_refusal("invalid_dpop_proof", "a DPoP proof is required with the DPoP scheme")
 
 
+@pytest.mark.parametrize("value", ["DPoP", "dpop  ", "DPoP \t"])
+def test_the_dpop_scheme_without_a_token_gets_the_dpop_challenge(client, key, value):
+    response = client.post("/mcp", json=GET_ME, headers={**MCP_HEADERS, "Authorization": value, "DPoP": key.proof()})
+    assert response.status_code == 401
+    assert challenges(response) == dpop_refusal("invalid_token", "access token is empty")
+
+
 def test_an_invalid_token_with_the_dpop_scheme_gets_the_dpop_challenge(client, signer, key):
     expired = signer.token(cnf={"jkt": key.thumbprint}, exp=int(time.time()) - 3600)
     response = dpop_call(client, expired, key.proof(token=expired))
