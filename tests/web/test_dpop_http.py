@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from auth.dpop_nonce import NonceSource
 from auth.dpop_proof import b64url, token_hash
 from tests.support import (
     BASE_URL,
@@ -332,6 +333,29 @@ def test_a_nonce_never_issued_gets_a_fresh_one(idp, bound, key, caplog):
         fresh = response.headers["dpop-nonce"]
         assert_ok(dpop_call(client, bound, key.proof(token=bound, nonce=fresh)))
     assert "OAUTH_DPOP_NONCE_SECRET" in caplog.text  # no secret: this process's own, with a warning
+
+
+def test_a_nonce_past_its_lifetime_gets_a_fresh_one(idp, bound, key):
+    """A nonce this server's secret signed 301 s ago (the lifetime is OAUTH_DPOP_MAX_AGE_SECONDS, 300 s)."""
+    old = NonceSource(NONCE_SECRET.encode(), lifetime=300, clock=lambda: time.time() - 301).issue()
+    with app_client(oauth_dpop_nonce=True, oauth_dpop_nonce_secret=NONCE_SECRET) as client:
+        refused = dpop_call(client, bound, key.proof(token=bound, nonce=old))
+        assert refused.status_code == 401 and refused.json()["error"] == "use_dpop_nonce"
+        fresh = refused.headers["dpop-nonce"]
+        assert fresh != old
+        assert_ok(dpop_call(client, bound, key.proof(token=bound, nonce=fresh)))
+
+
+def test_every_dpop_refusal_announces_exactly_the_configured_algorithms(idp, signer, bound, key):
+    with app_client(oauth_dpop_algorithms="EdDSA,ES256") as client:
+        missing_proof = client.post("/mcp", json=GET_ME, headers={**MCP_HEADERS, "Authorization": f"DPoP {bound}"})
+        as_bearer = client.post("/mcp", json=GET_ME, headers={**MCP_HEADERS, **bearer(bound)})
+        plain = signer.token()
+        unbound = dpop_call(client, plain, key.proof(token=plain))
+        for response in (missing_proof, as_bearer, unbound):
+            assert response.status_code == 401
+            dpop = [value for value in challenges(response) if value.startswith("DPoP ")]
+            assert len(dpop) == 1 and dpop[0].startswith('DPoP algs="EdDSA ES256"'), challenges(response)
 
 
 # --- behind a gateway ------------------------------------------------------------------------------
