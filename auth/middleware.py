@@ -161,7 +161,8 @@ class BearerAuthMiddleware:
             unlogged = self.refusal_log.note()
             if isinstance(exc, InvalidToken) and token:
                 explanation = self.verifier.explain(token, exc)
-                logger.info("token refused: %s: %s%s", exc.description, explanation, unlogged)
+                said = exc.description if explanation == exc.description else f"{exc.description}: {explanation}"
+                logger.info("token refused: %s%s", said, unlogged)
             else:
                 logger.info("request refused (%s): %s%s", exc.status, exc.detail, unlogged)
         scheme = credential.scheme if credential is not None else presented_scheme(scope["headers"])
