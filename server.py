@@ -147,11 +147,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def read_token(argument: str | None) -> str | None:
+    """The doctor's token: the argument, or stdin for '-' or a pipe. A pasted `Authorization: Bearer ...` line
+    (as the dev banner prints it) or `DPoP ...` gives the token alone."""
     if argument not in (None, "-"):
-        return argument
+        return without_scheme(argument)
     if argument == "-" or not sys.stdin.isatty():
-        return sys.stdin.read(65536).strip() or None
+        return without_scheme(sys.stdin.read(65536)) or None
     return None
+
+
+def without_scheme(pasted: str) -> str:
+    text = pasted.strip()
+    if text[:14].lower() == "authorization:":
+        text = text[14:].strip()
+    scheme, _, token = text.partition(" ")
+    if scheme.lower() in ("bearer", "dpop") and token.strip():
+        return token.strip()
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -531,6 +531,14 @@ class Settings(SecretFileSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _nonces_need_dpop(self) -> Settings:
+        if self.oauth_dpop_nonce and self.oauth_dpop == "off":
+            raise ValueError(
+                "OAUTH_DPOP_NONCE: needs OAUTH_DPOP allowed or required (DPoP is off, so no nonce is ever asked for)"
+            )
+        return self
+
     def _check_introspection(self) -> None:
         if not self.oauth_introspection_client_id:
             for name in ("oauth_introspect_jwts", "oauth_introspection_audience_optional"):

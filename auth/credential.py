@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from auth.errors import InvalidRequest, InvalidToken, MissingToken, Reason
+from auth.errors import AuthError, InvalidRequest, InvalidToken, MissingToken, Reason
 
 Scheme = Literal["bearer", "dpop"]
 _SCHEMES: dict[str, Scheme] = {"bearer": "bearer", "dpop": "dpop"}
@@ -50,6 +50,16 @@ def credential_of(value: bytes) -> Credential:
     if not token:
         raise InvalidToken(Reason.EMPTY)
     return Credential(scheme, token)
+
+
+def presented_scheme(headers: Iterable[tuple[bytes, bytes]]) -> Scheme | None:
+    """The scheme of the single `Authorization` header, even when its token is empty: the refusal then
+    answers in the scheme the client spoke. None when there is no such header or the scheme is another."""
+    try:
+        value = authorization_value(headers)
+    except AuthError:
+        return None
+    return _SCHEMES.get(value.decode("latin-1").strip().partition(" ")[0].lower())
 
 
 def request_credential(headers: Iterable[tuple[bytes, bytes]]) -> Credential:

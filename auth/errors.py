@@ -12,7 +12,7 @@ class Reason(Enum):
     MISSING = "bearer token required"
     OTHER_SCHEME = "bearer token required (other schemes are not accepted)"
     DUPLICATE_HEADER = "more than one Authorization header"
-    EMPTY = "bearer token is empty"
+    EMPTY = "access token is empty"  # after either scheme
     # the token's shape and header
     TOO_LARGE = "token is too large"
     NOT_JWT = "token is not a JWT"

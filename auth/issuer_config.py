@@ -55,6 +55,13 @@ TABLE_KEYS = (
     "introspection_audience_optional",
     "introspect_jwts",
 )
+# Every key a table may hold, in the order the unknown-key message lists them: the secret's file variant
+# right after the secret.
+KNOWN_KEYS = tuple(
+    key
+    for name in TABLE_KEYS
+    for key in ((name, SECRET_FILE_KEY) if name == "introspection_client_secret" else (name,))
+)
 _BOOLEAN_KEYS = frozenset({"introspect_jwts", "introspection_audience_optional"})
 _NAMED_VARIABLE = re.compile(r"^OAUTH_([A-Z_]+): ")
 
@@ -242,9 +249,9 @@ def parse_issuers(document: Mapping[str, Any], *, server_url: str) -> tuple[Issu
 
 
 def table_config(table: Mapping[str, Any], number: int, *, server_url: str) -> IssuerConfig:
-    unknown = [key for key in table if key not in TABLE_KEYS and key != SECRET_FILE_KEY]
+    unknown = [key for key in table if key not in KNOWN_KEYS]
     if unknown:
-        raise _table_error(number, unknown[0], f"unknown key; expected some of {', '.join(TABLE_KEYS)}")
+        raise _table_error(number, unknown[0], f"unknown key; expected some of {', '.join(KNOWN_KEYS)}")
     # TOML has its own booleans: true is never a number or a text (pydantic would read it as 1).
     flag = next((key for key, value in table.items() if isinstance(value, bool) and key not in _BOOLEAN_KEYS), None)
     if flag is not None:

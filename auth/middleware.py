@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.binding import KeyBinding
 from auth.challenge import ChallengeResponder
-from auth.credential import Credential, request_credential
+from auth.credential import Credential, presented_scheme, request_credential
 from auth.errors import AuthError, InsufficientScope, InvalidToken, MissingToken
 from auth.principal import Principal
 from auth.request_auth import RequestAuth, set_request_auth
@@ -161,10 +161,11 @@ class BearerAuthMiddleware:
             unlogged = self.refusal_log.note()
             if isinstance(exc, InvalidToken) and token:
                 explanation = self.verifier.explain(token, exc)
-                logger.info("token refused: %s: %s%s", exc.description, explanation, unlogged)
+                said = exc.description if explanation == exc.description else f"{exc.description}: {explanation}"
+                logger.info("token refused: %s%s", said, unlogged)
             else:
                 logger.info("request refused (%s): %s%s", exc.status, exc.detail, unlogged)
-        scheme = credential.scheme if credential is not None else None
+        scheme = credential.scheme if credential is not None else presented_scheme(scope["headers"])
         issuer = self._issuer_label(token, None)
         set_request_auth(scope, RequestAuth(exc.error or "missing", issuer=issuer, binding=scheme))
         await self.responder(exc, send, scheme)

@@ -93,6 +93,7 @@ class RefusalRecorder:
 
     status: int | None = None
     challenge: str = ""
+    dpop_not_offered: bool = False  # a DPoP request refused with no DPoP challenge: the server does not take DPoP
 
     async def __call__(self, response: httpx2.Response) -> None:
         if response.status_code == 405:
@@ -100,6 +101,9 @@ class RefusalRecorder:
         failed = response.status_code >= 400
         self.status = response.status_code if failed else None
         self.challenge = response.headers.get("WWW-Authenticate", "") if failed else ""
+        sent_dpop = response.request.headers.get("Authorization", "")[:5].lower() == "dpop "
+        schemes = {value.strip().partition(" ")[0].lower() for value in response.headers.get_list("WWW-Authenticate")}
+        self.dpop_not_offered = response.status_code == 401 and sent_dpop and "dpop" not in schemes
 
     def describe(self, server_url: str) -> str | None:
         if self.status is None:
@@ -108,6 +112,11 @@ class RefusalRecorder:
         detail = f" {params['error']}" if params.get("error") else ""
         if params.get("error_description"):
             detail += f" ({params['error_description']})"
+        if self.dpop_not_offered:
+            detail += (
+                " (the server offers no DPoP challenge, so it does not take DPoP tokens: "
+                "try without --dpop / OAUTH_CLIENT_DPOP)"
+            )
         if self.status in (401, 403):
             return f"the MCP server at {server_url} refused the token: HTTP {self.status}{detail}"
         return f"the MCP server at {server_url} answered HTTP {self.status}"

@@ -315,3 +315,12 @@ def test_console_tracing_exports_buffered_spans_at_sigterm(tmp_path):
     assert call["trace_id"] == trace_id
     assert f"0x{call['span_id']}" == request["context"]["span_id"]
     assert "Traceback" not in server.stderr
+
+
+def test_the_doctor_takes_a_token_pasted_with_its_scheme_or_whole_header():
+    from server import read_token
+
+    for pasted in ("eyJh.e30.sig", "Bearer eyJh.e30.sig", "DPoP eyJh.e30.sig", "Authorization: Bearer eyJh.e30.sig"):
+        assert read_token(pasted) == "eyJh.e30.sig", pasted
+    assert read_token("  authorization:dpop   eyJh.e30.sig \n") == "eyJh.e30.sig"
+    assert read_token("Bearer") == "Bearer"  # a bare word is the token itself

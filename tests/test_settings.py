@@ -395,6 +395,11 @@ def test_introspection_options_without_introspection_are_refused(monkeypatch, na
     assert line == f"{name}: needs OAUTH_INTROSPECTION_CLIENT_ID (introspection is off)"
 
 
+def test_dpop_nonces_with_dpop_off_are_refused(monkeypatch):
+    line = settings_error({"OAUTH_DPOP": "off", "OAUTH_DPOP_NONCE": "true"}, monkeypatch)
+    assert line == "OAUTH_DPOP_NONCE: needs OAUTH_DPOP allowed or required (DPoP is off, so no nonce is ever asked for)"
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

@@ -76,6 +76,21 @@ class Doctor:
     def info(self, message: str) -> None:
         self.report(f"  [info] {message}")
 
+    def named(self, *keys: str, joined_by: str = " or ") -> str:
+        """The settings behind table keys, as the operator writes them: OAUTH_* variables, or the keys of this
+        issuer's [[issuer]] table when OAUTH_ISSUERS_FILE is in use."""
+        if not self.settings.oauth_issuers_file:
+            return joined_by.join(f"OAUTH_{key.upper()}" for key in keys)
+        number = self.settings.issuers.index(self.issuer) + 1
+        return f"{joined_by.join(keys)} in [[issuer]] #{number}"
+
+    def _advice(self, exc: InvalidToken) -> str:
+        if exc.reason is Reason.EXPIRED:
+            return "get a fresh token"
+        if exc.reason is Reason.NOT_YET_VALID:
+            return f"clock skew? see {self.named('leeway_seconds')}"
+        return exc.detail
+
     async def run(self, token: str | None) -> int:
         s, config = self.settings, self.issuer
         self.report("Configuration")
@@ -131,11 +146,15 @@ class Doctor:
                 # (Entra multi-tenant metadata names the {tenantid} template by design).
                 mismatch = isinstance(exc, IssuerMismatch) and not config.entra_multi_tenant
                 if mismatch:
-                    self.check(False, f"discovery: {exc}", "set OAUTH_ISSUER to the issuer the IdP publishes, exactly")
+                    self.check(
+                        False,
+                        f"discovery: {exc}",
+                        f"set {self.named('issuer')} to the issuer the IdP publishes, exactly",
+                    )
                 elif jwks_uri:
-                    self.info(f"discovery unavailable ({exc}); using OAUTH_JWKS_URI")
+                    self.info(f"discovery unavailable ({exc}); using {self.named('jwks_uri')}")
                 else:
-                    self.check(False, f"discovery: {exc}", "set OAUTH_WELL_KNOWN_URL or OAUTH_JWKS_URI")
+                    self.check(False, f"discovery: {exc}", f"set {self.named('well_known_url', 'jwks_uri')}")
         keys = JWKSCache(
             jwks_uri or "", ttl=config.jwks_cache_seconds, cooldown=0, timeout=s.oauth_http_timeout_seconds
         )
@@ -153,7 +172,9 @@ class Doctor:
             return Reason.NOT_JWT
         header = unverified_header(token)
         alg, kid = header.get("alg"), header.get("kid")
-        self.check(alg in self.issuer.algorithms, f"algorithm {shown(alg)} is allowed", "see OAUTH_ALGORITHMS")
+        self.check(
+            alg in self.issuer.algorithms, f"algorithm {shown(alg)} is allowed", f"see {self.named('algorithms')}"
+        )
         self.check("crit" not in header, "no critical header extensions")
         if self.rules.required_typ:
             wanted = self.rules.required_typ.lower()
@@ -188,7 +209,7 @@ class Doctor:
         try:
             endpoint = await introspector.endpoint()
         except FetchError as exc:
-            self.check(False, f"introspection endpoint: {exc}", "set OAUTH_INTROSPECTION_ENDPOINT")
+            self.check(False, f"introspection endpoint: {exc}", f"set {self.named('introspection_endpoint')}")
             return
         self.info(f"endpoint {endpoint}; client {self.issuer.introspection_client_id!r} ({introspector.auth_method})")
         try:
@@ -196,7 +217,8 @@ class Doctor:
         except IntrospectionUnavailable as exc:
             hint = "the server answers 503 with Retry-After while this lasts"
             if "HTTP 401" in exc.detail or "HTTP 403" in exc.detail:
-                hint = "check OAUTH_INTROSPECTION_CLIENT_ID, _CLIENT_SECRET and _AUTH_METHOD with the IdP"
+                keys = ("introspection_client_id", "introspection_client_secret", "introspection_auth_method")
+                hint = f"check {self.named(*keys, joined_by=' and ')} with the IdP"
             self.check(False, f"the endpoint answers: {exc.detail}", hint)
             return
         self.check(True, "the endpoint answers with a JSON object")
@@ -237,7 +259,7 @@ class Doctor:
             try:
                 rule.check(claims, now)
             except InvalidToken as exc:
-                self.check(False, rule.label(claims), _advice(exc))
+                self.check(False, rule.label(claims), self._advice(exc))
             else:
                 self.check(True, rule.label(claims))
         # The key binding is checked per request (auth.binding), not here: say what it will ask of each request.
@@ -247,11 +269,3 @@ class Doctor:
         self.info(f"scopes: {scopes or 'none'}; client id: {claims.client_id!r}; subject: {subject}")
         if claims.looks_like_id_token and rules.token_use is None:
             self.check(False, "is an access token", "this looks like an ID token: send the access token instead")
-
-
-def _advice(exc: InvalidToken) -> str:
-    if exc.reason is Reason.EXPIRED:
-        return "get a fresh token"
-    if exc.reason is Reason.NOT_YET_VALID:
-        return "clock skew? see OAUTH_LEEWAY_SECONDS"
-    return exc.detail

@@ -689,3 +689,13 @@ async def test_with_several_issuers_an_unknown_issuer_is_named_and_each_issuer_c
     report = "\n".join(lines)
     assert f"Issuer [[issuer]] #1: {ISSUER}" in report and f"Issuer [[issuer]] #2: {PARTNER}" in report
     assert report.count("Result: all checks passed") == 2
+
+
+async def test_with_several_issuers_the_hints_name_the_tables_keys_not_variables(tmp_path, idp, rotated_signer):
+    idp.router.get(metadata_candidates(PARTNER, None)[0]).respond(503)
+    idp.router.get(metadata_candidates(PARTNER, None)[1]).respond(503)
+    lines: list[str] = []
+    assert await doctor.run_doctor(several_issuers(tmp_path), lines.append, None) == 1
+    report = "\n".join(lines)
+    assert "-> set well_known_url or jwks_uri in [[issuer]] #2" in report
+    assert "OAUTH_WELL_KNOWN_URL" not in report and "OAUTH_JWKS_URI" not in report

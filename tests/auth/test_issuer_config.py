@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from auth.issuer_config import TABLE_KEYS, IssuerConfig, IssuersFileError, parse_issuers
+from auth.issuer_config import KNOWN_KEYS, TABLE_KEYS, IssuerConfig, IssuersFileError, parse_issuers
 from auth.token_rules import TokenRules
 from settings import Settings, SettingsError, load_settings
 from tests.support import ISSUER, JWKS_URI, SERVER_URL
@@ -214,6 +214,11 @@ def test_a_bad_file_is_one_line_naming_the_table_and_the_key(tmp_path, text, exp
     assert refusal(tmp_path, text).startswith(expected)
 
 
+def test_the_unknown_key_message_lists_the_secret_file_key_too(tmp_path):
+    message = refusal(tmp_path, TABLE + "introspection_secret_file = 'x'\n")
+    assert "introspection_client_secret, introspection_client_secret_file, " in message
+
+
 def test_a_toml_syntax_error_names_the_file_and_the_place(tmp_path):
     message = refusal(tmp_path, TABLE + "audience = = 1\n")
     assert message.startswith(f"OAUTH_ISSUERS_FILE: '{tmp_path / 'issuers.toml'}' is not valid TOML: ")
@@ -240,7 +245,7 @@ def test_with_the_file_no_oauth_issuer_is_needed(tmp_path):
 def test_a_key_written_with_a_newline_stays_on_one_line(tmp_path):
     message = refusal(tmp_path, TABLE + '"bad\\nkey" = 1\n')
     assert message == (
-        "OAUTH_ISSUERS_FILE: [[issuer]] #1, key 'bad\\nkey': unknown key; expected some of " + ", ".join(TABLE_KEYS)
+        "OAUTH_ISSUERS_FILE: [[issuer]] #1, key 'bad\\nkey': unknown key; expected some of " + ", ".join(KNOWN_KEYS)
     )
 
 

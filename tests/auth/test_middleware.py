@@ -35,3 +35,12 @@ def test_a_flood_of_bad_tokens_is_refused_in_full_but_logged_in_part(idp, rotate
     lines = [record.getMessage() for record in caplog.records if record.name == "auth.middleware"]
     assert REFUSAL_LOG_BURST <= len(lines) < floods
     assert all(line.startswith("token refused: token signing key is unknown: ") for line in lines)
+
+
+def test_a_refusal_without_more_to_say_is_logged_once_not_twice(idp, caplog):
+    caplog.set_level(logging.INFO, logger="auth.middleware")
+    body = rpc_body("tools/call", {"name": "get_me", "arguments": {}})
+    with TestClient(build_app(make_settings(oauth_max_token_bytes=1024)), base_url=BASE_URL) as client:
+        assert client.post("/mcp", json=body, headers=legacy_headers("a" * 2000)).status_code == 401
+    lines = [record.getMessage() for record in caplog.records if record.name == "auth.middleware"]
+    assert lines == ["token refused: token is too large"]

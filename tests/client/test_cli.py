@@ -347,3 +347,31 @@ def test_dpop_with_an_idp_that_answers_bearer_is_one_line(tmp_path: Path, monkey
     assert "answered the DPoP request with 'Bearer', not a DPoP-bound token" in err
     assert "plain-bearer-tok" not in err
     assert "s-cli-9e1" not in err
+
+
+def recorded(authorization: str, *challenges: str) -> str | None:
+    import asyncio
+
+    import httpx2
+
+    from client.cli import RefusalRecorder
+
+    request = httpx2.Request("POST", "https://mcp.example.com/mcp", headers={"Authorization": authorization})
+    headers = [("WWW-Authenticate", challenge) for challenge in challenges]
+    recorder = RefusalRecorder()
+    asyncio.run(recorder(httpx2.Response(401, headers=headers, request=request)))
+    return recorder.describe("https://mcp.example.com/mcp")
+
+
+def test_a_dpop_request_refused_by_a_server_without_dpop_says_so() -> None:
+    bearer_only = 'Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp"'
+    assert recorded("DPoP t", bearer_only) == (
+        "the MCP server at https://mcp.example.com/mcp refused the token: HTTP 401 (the server offers no DPoP "
+        "challenge, so it does not take DPoP tokens: try without --dpop / OAUTH_CLIENT_DPOP)"
+    )
+    assert recorded("DPoP t", bearer_only, 'DPoP algs="ES256"') == (
+        "the MCP server at https://mcp.example.com/mcp refused the token: HTTP 401"
+    )
+    assert (
+        recorded("Bearer t", bearer_only) == "the MCP server at https://mcp.example.com/mcp refused the token: HTTP 401"
+    )

@@ -3,6 +3,7 @@ each refusal with its exact challenge, nonces across replicas, a gateway's publi
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -17,7 +18,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from auth.dpop_proof import token_hash
+from auth.dpop_nonce import NonceSource
+from auth.dpop_proof import b64url, token_hash
 from tests.support import (
     BASE_URL,
     MCP_HEADERS,
@@ -140,6 +142,13 @@ def test_a_missing_proof_is_refused(client, bound):
     assert challenges(response) == dpop_refusal("invalid_dpop_proof", "a DPoP proof is required with the DPoP scheme")
 
 
+@pytest.mark.parametrize("value", ["DPoP", "dpop  ", "DPoP \t"])
+def test_the_dpop_scheme_without_a_token_gets_the_dpop_challenge(client, key, value):
+    response = client.post("/mcp", json=GET_ME, headers={**MCP_HEADERS, "Authorization": value, "DPoP": key.proof()})
+    assert response.status_code == 401
+    assert challenges(response) == dpop_refusal("invalid_token", "access token is empty")
+
+
 def test_an_invalid_token_with_the_dpop_scheme_gets_the_dpop_challenge(client, signer, key):
     expired = signer.token(cnf={"jkt": key.thumbprint}, exp=int(time.time()) - 3600)
     response = dpop_call(client, expired, key.proof(token=expired))
@@ -161,12 +170,29 @@ def hmac_proof(key: DpopKey, token: str) -> str:
     return jwt.encode(payload, "s" * 32, algorithm="HS256", headers={"typ": "dpop+jwt", "jwk": key.public_jwk()})
 
 
+def unsigned_proof(key: DpopKey, token: str) -> str:
+    """A proof with `alg: none` and an empty signature, naming the client's public key."""
+    header = {"typ": "dpop+jwt", "alg": "none", "jwk": key.public_jwk()}
+    payload = {"htm": "POST", "htu": BASE_URL + "/mcp", "jti": "n", "iat": int(time.time()), "ath": token_hash(token)}
+    return ".".join(b64url(json.dumps(part).encode()) for part in (header, payload)) + "."
+
+
+def private_jwk(key: DpopKey) -> dict[str, Any]:
+    """The client's key as a JWK with its private part (`d`): a proof must never carry it."""
+    return json.loads(jwt.algorithms.ECAlgorithm(jwt.algorithms.ECAlgorithm.SHA256).to_jwk(key.private_key))
+
+
 def proof_faults(key: DpopKey, other: DpopKey, token: str) -> dict[str, tuple[str, str]]:
     now = int(time.time())
     impostor = DpopKey(ec.generate_private_key(ec.SECP256R1()), "ES256")  # signs, naming the client's key
     return {
         "typ": (key.proof(token=token, headers={"typ": "JWT"}), "DPoP proof typ must be dpop+jwt"),
         "alg": (hmac_proof(key, token), "DPoP proof algorithm is not accepted"),
+        "alg-none": (unsigned_proof(key, token), "DPoP proof algorithm is not accepted"),
+        "private-jwk": (
+            key.proof(token=token, headers={"jwk": private_jwk(key)}),
+            "DPoP proof jwk is not an acceptable public key",
+        ),
         "signature": (
             impostor.proof(token=token, headers={"jwk": key.public_jwk()}),
             "DPoP proof signature is invalid",
@@ -182,7 +208,21 @@ def proof_faults(key: DpopKey, other: DpopKey, token: str) -> dict[str, tuple[st
 
 
 @pytest.mark.parametrize(
-    "fault", ["typ", "alg", "signature", "htm", "htu", "iat-old", "iat-ahead", "ath", "other-key", "garbage"]
+    "fault",
+    [
+        "typ",
+        "alg",
+        "alg-none",
+        "private-jwk",
+        "signature",
+        "htm",
+        "htu",
+        "iat-old",
+        "iat-ahead",
+        "ath",
+        "other-key",
+        "garbage",
+    ],
 )
 def test_each_proof_fault_is_a_401_invalid_dpop_proof(client, bound, key, ed_private_key, fault):
     proof, description = proof_faults(key, DpopKey(ed_private_key, "EdDSA"), bound)[fault]
@@ -293,6 +333,29 @@ def test_a_nonce_never_issued_gets_a_fresh_one(idp, bound, key, caplog):
         fresh = response.headers["dpop-nonce"]
         assert_ok(dpop_call(client, bound, key.proof(token=bound, nonce=fresh)))
     assert "OAUTH_DPOP_NONCE_SECRET" in caplog.text  # no secret: this process's own, with a warning
+
+
+def test_a_nonce_past_its_lifetime_gets_a_fresh_one(idp, bound, key):
+    """A nonce this server's secret signed 301 s ago (the lifetime is OAUTH_DPOP_MAX_AGE_SECONDS, 300 s)."""
+    old = NonceSource(NONCE_SECRET.encode(), lifetime=300, clock=lambda: time.time() - 301).issue()
+    with app_client(oauth_dpop_nonce=True, oauth_dpop_nonce_secret=NONCE_SECRET) as client:
+        refused = dpop_call(client, bound, key.proof(token=bound, nonce=old))
+        assert refused.status_code == 401 and refused.json()["error"] == "use_dpop_nonce"
+        fresh = refused.headers["dpop-nonce"]
+        assert fresh != old
+        assert_ok(dpop_call(client, bound, key.proof(token=bound, nonce=fresh)))
+
+
+def test_every_dpop_refusal_announces_exactly_the_configured_algorithms(idp, signer, bound, key):
+    with app_client(oauth_dpop_algorithms="EdDSA,ES256") as client:
+        missing_proof = client.post("/mcp", json=GET_ME, headers={**MCP_HEADERS, "Authorization": f"DPoP {bound}"})
+        as_bearer = client.post("/mcp", json=GET_ME, headers={**MCP_HEADERS, **bearer(bound)})
+        plain = signer.token()
+        unbound = dpop_call(client, plain, key.proof(token=plain))
+        for response in (missing_proof, as_bearer, unbound):
+            assert response.status_code == 401
+            dpop = [value for value in challenges(response) if value.startswith("DPoP ")]
+            assert len(dpop) == 1 and dpop[0].startswith('DPoP algs="EdDSA ES256"'), challenges(response)
 
 
 # --- behind a gateway ------------------------------------------------------------------------------

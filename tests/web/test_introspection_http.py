@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.testclient import TestClient
 
 from tests.support import (
@@ -206,6 +207,19 @@ def test_an_answer_the_rules_refuse_is_a_401(app_client, introspection, answer, 
     token = secrets.token_urlsafe(24)
     introspection.answers[token] = {key: value for key, value in answer.items() if value is not None}
     assert_invalid_token(post(app_client, token), description)
+
+
+def test_an_opaque_token_bound_to_a_dpop_key_needs_its_proof(app_client, introspection, ec_private_key):
+    key = DpopKey(ec_private_key, "ES256")
+    token = introspection.issue(cnf={"jkt": key.thumbprint})
+    response = app_client.post("/mcp", json=GET_ME, headers=dpop_headers(token, key.proof(token=token)))
+    assert response.status_code == 200, response.text
+    assert parse_mcp_response(response)["result"]["structuredContent"]["user_id"] == "user-123"
+    impostor = DpopKey(ec.generate_private_key(ec.SECP256R1()), "ES256")
+    refused = app_client.post("/mcp", json=GET_ME, headers=dpop_headers(token, impostor.proof(token=token)))
+    assert refused.status_code == 401
+    assert refused.json()["error_description"] == "DPoP proof key is not the key the token is bound to"
+    assert introspection.calls == 1  # the proof is checked per request against the cached answer
 
 
 def test_garbage_tokens_are_introspected_too_and_the_idp_decides(app_client, introspection):

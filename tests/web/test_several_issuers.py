@@ -242,3 +242,20 @@ def test_any_issuer_claim_from_either_key_is_answered_without_a_5xx(client, sign
     issuer_of_key = ISSUER_B if by_b else ISSUER
     audience_of_key = "api://mcp" if by_b else SERVER_URL
     assert status == (200 if (iss, aud) == (issuer_of_key, audience_of_key) else 401)
+
+
+def test_one_issuers_refresh_cooldown_never_delays_the_others_rotation(
+    tmp_path, idps, signer, signer_b, ec_private_key
+):
+    """A's unknown kid starts A's refresh cooldown (10 s by default); B (cooldown 0) rotates right after and its
+    new key's token is accepted at once: each issuer has its own key-set cache and cooldown."""
+    unknown_to_a = Signer(ec_private_key, "not-in-a", "ES256")
+    rotated_b = Signer(ec_private_key, "b-new", "ES256")
+    with TestClient(build(tmp_path, "jwks_refresh_cooldown_seconds = 0\n"), base_url=BASE_URL) as client:
+        assert get_me(client, signer_b.token(iss=ISSUER_B, aud="api://mcp")).status_code == 200
+        assert get_me(client, unknown_to_a.token()).status_code == 401  # A fetched again and now cools down
+        a_fetches = idps.routes["a"].call_count
+        idps.routes["b"].mock(return_value=httpx.Response(200, json={"keys": [signer_b.jwk(), rotated_b.jwk()]}))
+        assert get_me(client, rotated_b.token(iss=ISSUER_B, aud="api://mcp")).status_code == 200
+        assert get_me(client, unknown_to_a.token()).status_code == 401  # A's cooldown holds for A alone
+        assert idps.routes["a"].call_count == a_fetches
