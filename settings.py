@@ -316,8 +316,9 @@ class Settings(SecretFileSettings):
             if alg.lower() == "none" or alg.upper().startswith("HS"):
                 raise ValueError(f"{alg} is not allowed: only asymmetric algorithms are accepted")
             if alg not in SUPPORTED_ALGORITHMS:
+                hint = " (the list is comma-separated)" if any(char.isspace() for char in alg) else ""
                 raise ValueError(
-                    f"unknown algorithm {alg!r}; expected some of {', '.join(sorted(SUPPORTED_ALGORITHMS))}"
+                    f"unknown algorithm {alg!r}{hint}; expected some of {', '.join(sorted(SUPPORTED_ALGORITHMS))}"
                 )
         return list(dict.fromkeys(value))
 

@@ -436,6 +436,7 @@ def test_settings_are_frozen(monkeypatch):
         ("OAUTH_DPOP_ALGORITHMS", "ES256,HS256", "only asymmetric algorithms"),
         ("OAUTH_DPOP_ALGORITHMS", "none", "only asymmetric algorithms"),
         ("OAUTH_DPOP_MAX_AGE_SECONDS", "0", "greater than or equal to 1"),
+        ("OAUTH_DPOP_ALGORITHMS", "ES256 RS256", "(the list is comma-separated)"),
         ("OAUTH_DPOP_NONCE_SECRET", "short", "at least 32 characters"),
         ("PORT", "abc", "valid integer"),
         ("PORT", "0", "greater than or equal to 1"),
