@@ -28,6 +28,7 @@ from tests.support import (
     MCP_HEADERS,
     SERVER_URL,
     DpopKey,
+    Signer,
     bearer,
     dpop_headers,
     make_claims,
