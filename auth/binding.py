@@ -18,7 +18,7 @@ from starlette.types import Scope
 
 from auth.credential import Credential
 from auth.dpop_nonce import NonceSource
-from auth.dpop_proof import ProofPolicy, proof_header, verify_proof
+from auth.dpop_proof import ProofKeys, ProofPolicy, proof_header, verify_proof
 from auth.dpop_replay import ReplayGuard
 from auth.errors import InvalidDpopProof, InvalidToken, MissingToken, Reason, UseDpopNonce
 from auth.principal import Principal
@@ -79,6 +79,7 @@ class KeyBinding:
         self.nonces = nonces
         self.certificate = certificate
         self._clock = clock
+        self._proof_keys = ProofKeys()
         self._replay = replay or ReplayGuard(window=policy.max_age if policy else 0, clock=clock)
         self._server_url = server_url
         self._endpoint_path = endpoint_path
@@ -135,6 +136,7 @@ class KeyBinding:
             policy=self.policy,
             now=self._clock(),
             access_token=token,
+            keys=self._proof_keys,
         )
         if proof.thumbprint != thumbprint:
             raise InvalidDpopProof(Reason.DPOP_KEY_MISMATCH)

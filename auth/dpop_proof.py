@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ import jwt
 from auth.claims import shown
 from auth.credential import single_header
 from auth.errors import InvalidDpopProof, Reason
-from auth.jwk import parse_jwk
+from auth.jwk import VerificationKey, parse_jwk
 from web.compat import jws
 
 DPOP_HEADER = b"dpop"
@@ -89,6 +90,35 @@ class DpopProof:
     nonce: str | None
 
 
+class ProofKeys:
+    """The public keys of recent proofs, by their RFC 7638 thumbprint (least recently used goes first): a client
+    signs every proof with the one key its token is bound to, so the key is built once per client, not once per
+    request. The thumbprint is the SHA-256 of exactly the members that make the key, so one thumbprint is one
+    key; a `jwk` that also names an `alg` is parsed afresh (that member limits what the key may verify)."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max_entries = max_entries
+        self._keys: OrderedDict[str, VerificationKey] = OrderedDict()
+
+    def key(self, jwk: dict[str, Any], thumbprint: str) -> VerificationKey | None:
+        if "alg" in jwk:
+            return _parsed(jwk)
+        key = self._keys.get(thumbprint)
+        if key is not None:
+            self._keys.move_to_end(thumbprint)
+            return key
+        key = _parsed(jwk)
+        if key is not None:
+            self._keys[thumbprint] = key
+            if len(self._keys) > self._max_entries:
+                self._keys.popitem(last=False)
+        return key
+
+
+def _parsed(jwk: dict[str, Any]) -> VerificationKey | None:
+    return parse_jwk({name: value for name, value in jwk.items() if name not in ("use", "key_ops")})
+
+
 def proof_header(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The single `DPoP` header's value; None when there is none; two are a 400 (RFC 9449 section 4.3, check 1)."""
     value = single_header(headers, DPOP_HEADER, Reason.DPOP_DUPLICATE_PROOF)
@@ -98,12 +128,19 @@ def proof_header(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
 
 
 def verify_proof(
-    proof: str, *, method: str, url: str, policy: ProofPolicy, now: float, access_token: str | None = None
+    proof: str,
+    *,
+    method: str,
+    url: str,
+    policy: ProofPolicy,
+    now: float,
+    access_token: str | None = None,
+    keys: ProofKeys | None = None,
 ) -> DpopProof:
     """The proof's key and jti when it is a valid proof for `method` on `url` (compared without query and
     fragment) at `now`, with `ath` when `access_token` is given; InvalidDpopProof saying why not."""
     try:
-        return _verified(proof, method=method, url=url, policy=policy, now=now, access_token=access_token)
+        return _verified(proof, method=method, url=url, policy=policy, now=now, access_token=access_token, keys=keys)
     except InvalidDpopProof:
         raise
     except jwt.InvalidSignatureError:
@@ -113,7 +150,14 @@ def verify_proof(
 
 
 def _verified(
-    proof: str, *, method: str, url: str, policy: ProofPolicy, now: float, access_token: str | None
+    proof: str,
+    *,
+    method: str,
+    url: str,
+    policy: ProofPolicy,
+    now: float,
+    access_token: str | None,
+    keys: ProofKeys | None,
 ) -> DpopProof:
     if len(proof) > MAX_PROOF_CHARS or proof.count(".") != 2:
         raise InvalidDpopProof(Reason.DPOP_MALFORMED, detail="DPoP proof is not a compact JWS of bounded size")
@@ -131,7 +175,11 @@ def _verified(
         raise InvalidDpopProof(Reason.DPOP_KEY, detail="DPoP proof has no jwk header")
     if _PRIVATE_MEMBERS.intersection(jwk):
         raise InvalidDpopProof(Reason.DPOP_KEY, detail="DPoP proof jwk holds private key members")
-    key = parse_jwk({name: value for name, value in jwk.items() if name not in ("use", "key_ops")})
+    try:
+        thumbprint = jwk_thumbprint(jwk)
+    except ValueError:
+        raise InvalidDpopProof(Reason.DPOP_KEY, detail=f"DPoP proof jwk is not a usable {alg} public key") from None
+    key = keys.key(jwk, thumbprint) if keys is not None else _parsed(jwk)
     if key is None or not key.fits(alg):
         raise InvalidDpopProof(Reason.DPOP_KEY, detail=f"DPoP proof jwk is not a usable {alg} public key")
     payload = json.loads(jws.decode(proof, key=key.key, algorithms=[alg]))
@@ -155,5 +203,5 @@ def _verified(
         raise InvalidDpopProof(Reason.DPOP_TOKEN_HASH)
     nonce = payload.get("nonce")
     return DpopProof(
-        thumbprint=jwk_thumbprint(jwk), jti=jti, issued_at=float(iat), nonce=nonce if isinstance(nonce, str) else None
+        thumbprint=thumbprint, jti=jti, issued_at=float(iat), nonce=nonce if isinstance(nonce, str) else None
     )

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from auth.dpop_proof import (
+    ProofKeys,
     ProofPolicy,
     jwk_thumbprint,
     normalized_url,
@@ -275,3 +276,26 @@ def test_any_proof_shape_is_refused_with_an_invalid_dpop_proof(ec_key, header, p
 @example(text="e30.e30.")
 def test_any_text_is_refused_with_an_invalid_dpop_proof(text):
     refused(text)
+
+
+def test_a_clients_key_is_built_once_and_still_checks_every_proof(ec_key, ec384_private_key):
+    keys = ProofKeys(max_entries=1)
+    first = checked(ec_key.proof(), keys=keys)
+    assert checked(ec_key.proof(), keys=keys).thumbprint == first.thumbprint
+    held = keys.key(ec_key.public_jwk(), first.thumbprint)
+    assert held is keys.key(ec_key.public_jwk(), first.thumbprint)  # the same object: built once
+    # the held key verifies nothing it did not sign: another signature over the same content is refused
+    header, payload, _ = ec_key.proof().split(".")
+    other = ec_key.proof().split(".")[2]
+    assert refused(f"{header}.{payload}.{other}", keys=keys).reason is Reason.DPOP_SIGNATURE
+    # bounded: a second client's key pushes the first one out
+    second = DpopKey(ec384_private_key, "ES384")
+    checked(second.proof(), keys=keys)
+    assert keys.key(ec_key.public_jwk(), first.thumbprint) is not held
+
+
+def test_a_jwk_naming_an_alg_is_judged_by_it_every_time(ec_key):
+    keys = ProofKeys()
+    checked(ec_key.proof(), keys=keys)  # the key held, built from a jwk without alg
+    proof = ec_key.proof(headers={"jwk": {**ec_key.public_jwk(), "alg": "ES384"}})
+    assert refused(proof, keys=keys).reason is Reason.DPOP_KEY  # ES256 proof, jwk says ES384: not the held key
